@@ -1,0 +1,346 @@
+// The `meshd` command line. Consul's verbs and flags: `agent`, `connect proxy`,
+// `intention create|check|get|list|delete`; plus `demo` (what `npm start` runs) and `version`.
+// Exit codes: 0 ok, 1 runtime failure, 2 usage error (and, for `intention check`, Consul's
+// 0 allowed / 1 denied / 2 error).
+
+import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseFlags, parseHostPort, parseHttpAddr, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
+import { AgentClient, AgentUnreachable, ApiError } from '../control/client.ts';
+import { VERSION } from '../version.ts';
+
+const HTTP_ADDR: FlagSpecs = {
+  'http-addr': { kind: 'string', help: 'Address of the meshd agent API', placeholder: 'HOST:PORT', default: '127.0.0.1:8500', env: 'MESHD_HTTP_ADDR' },
+};
+
+const TOP_USAGE = `Usage: meshd <command> [args]
+
+meshd is a zero-trust service mesh modelled on Consul Connect.
+
+Commands:
+  agent            Run the authority: CA, catalog, intentions, HTTP API
+  connect proxy    Run a sidecar proxy for one service
+  intention        Create, check, list and delete service intentions
+  demo             Start an agent and a demo mesh (what \`npm start\` runs)
+  version          Print the version
+
+Run \`meshd <command> -help\` for a command's flags.
+`;
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function err(text: string): void {
+  process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function logLine(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+function wantsHelp(argv: readonly string[]): boolean {
+  return argv.some((a) => a === '-h' || a === '-help' || a === '--help');
+}
+
+function client(flags: ParsedFlags): AgentClient {
+  return new AgentClient(parseHttpAddr(flags.strings.get('http-addr') ?? '127.0.0.1:8500'));
+}
+
+/** Resolves on SIGINT/SIGTERM; a second signal forces exit. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const handler = (sig: NodeJS.Signals): void => {
+      process.once('SIGINT', () => process.exit(130));
+      process.once('SIGTERM', () => process.exit(143));
+      resolve(sig);
+    };
+    process.once('SIGINT', handler);
+    process.once('SIGTERM', handler);
+  });
+}
+
+// ---------------------------------------------------------------------------------- agent
+
+const AGENT_FLAGS: FlagSpecs = {
+  dev: { kind: 'bool', help: 'Development mode: open API, state in a temporary directory unless -data-dir is given' },
+  'http-addr': { kind: 'string', help: 'Address the HTTP API listens on', placeholder: 'HOST:PORT', default: '127.0.0.1:8500', env: 'MESHD_HTTP_ADDR' },
+  'data-dir': { kind: 'string', help: 'Directory for persistent state (CA root, catalog, intentions)', placeholder: 'DIR' },
+  datacenter: { kind: 'string', help: 'Datacenter name', placeholder: 'NAME', default: 'dc1' },
+  node: { kind: 'string', help: 'Node name (default: the hostname)', placeholder: 'NAME' },
+  'default-intention-policy': { kind: 'string', help: 'Decision when no intention matches: allow or deny', placeholder: 'POLICY', default: 'deny' },
+};
+
+async function cmdAgent(argv: readonly string[]): Promise<number> {
+  const usage = usageText('agent', '-dev [options]', AGENT_FLAGS);
+  if (wantsHelp(argv)) return (out(usage), 0);
+  const f = parseFlags(argv, AGENT_FLAGS);
+  if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
+  const dev = f.bools.get('dev') === true;
+  let dataDir = f.strings.get('data-dir') ?? null;
+  if (!dev && dataDir === null) throw new UsageError('-data-dir is required (or use -dev for a throwaway agent)');
+  const policy = f.strings.get('default-intention-policy');
+  if (policy !== 'allow' && policy !== 'deny') throw new UsageError('-default-intention-policy must be allow or deny');
+  const datacenter = f.strings.get('datacenter') ?? 'dc1';
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(datacenter)) throw new UsageError('-datacenter must be lower-case letters, digits, "-" or "_"');
+  const addr = parseHostPort(f.strings.get('http-addr') ?? '', 'http-addr');
+  let tempDir: string | null = null;
+  if (dataDir === null) {
+    tempDir = mkdtempSync(join(tmpdir(), 'meshd-dev-'));
+    dataDir = tempDir;
+  }
+  const { Agent } = await import('../control/agent.ts');
+  const node = f.strings.get('node');
+  const agent = new Agent({ host: addr.host, port: addr.port, dataDir, datacenter, defaultAllow: policy === 'allow', ...(node === undefined ? {} : { nodeName: node }) });
+  try {
+    await agent.start();
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'EADDRINUSE') {
+      err(`meshd agent: ${addr.host}:${addr.port} is already in use: stop the process using it or choose another -http-addr`);
+      return 1;
+    }
+    throw e;
+  }
+  const a = agent.address;
+  out(`meshd agent ready: http=${a.address}:${a.port} datacenter=${datacenter} trust-domain=${agent.trustDomain} data-dir=${dataDir}`);
+  const sig = await untilSignal();
+  logLine(`[INFO] agent: caught ${sig}, shutting down`);
+  await agent.stop();
+  if (tempDir !== null) rmSync(tempDir, { recursive: true, force: true });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------- proxy
+
+const PROXY_FLAGS: FlagSpecs = {
+  ...HTTP_ADDR,
+  service: { kind: 'string', help: 'Name of the service this proxy represents', placeholder: 'NAME' },
+  'service-addr': { kind: 'string', help: 'Address of the local app (required with -listen)', placeholder: 'HOST:PORT' },
+  listen: { kind: 'string', help: 'Address of the public mTLS listener', placeholder: 'HOST:PORT' },
+  upstream: { kind: 'list', help: 'Upstream as NAME:PORT or NAME:HOST:PORT; listens on 127.0.0.1:PORT by default', placeholder: 'NAME:PORT' },
+  workers: { kind: 'string', help: 'Data-plane worker threads (default: available parallelism)', placeholder: 'N', env: 'MESHD_WORKERS' },
+  'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
+  register: { kind: 'bool', help: 'Register the service and this sidecar in the agent catalog' },
+  'register-id': { kind: 'string', help: 'Suffix of the sidecar registration ID (<service>-proxy-<suffix>)', placeholder: 'SUFFIX' },
+};
+
+async function cmdConnect(argv: readonly string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'proxy') {
+    if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect proxy [options]\n'), sub === undefined ? 2 : 0);
+    throw new UsageError(`unknown connect subcommand: ${sub} (try: meshd connect proxy)`);
+  }
+  const usage = usageText('connect proxy', '-service NAME [options]', PROXY_FLAGS);
+  if (wantsHelp(rest)) return (out(usage), 0);
+  const f = parseFlags(rest, PROXY_FLAGS);
+  if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
+  const service = f.strings.get('service');
+  if (service === undefined) throw new UsageError('-service is required');
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(service)) throw new UsageError(`-service ${JSON.stringify(service)} is not a valid service name`);
+  const listenRaw = f.strings.get('listen');
+  const serviceAddrRaw = f.strings.get('service-addr');
+  if (listenRaw !== undefined && serviceAddrRaw === undefined) throw new UsageError('-service-addr is required with -listen');
+  const upstreams = (f.lists.get('upstream') ?? []).map(parseUpstream);
+  if (listenRaw === undefined && upstreams.length === 0) throw new UsageError('nothing to do: give -listen (inbound) and/or -upstream (outbound)');
+  const names = new Set<string>();
+  for (const u of upstreams) {
+    if (names.has(u.name)) throw new UsageError(`-upstream ${u.name} given twice`);
+    names.add(u.name);
+  }
+  const register = f.bools.get('register') === true;
+  if (register && listenRaw === undefined) throw new UsageError('-register needs -listen');
+  const metricsRaw = f.strings.get('metrics-addr');
+  const registerId = f.strings.get('register-id');
+  const { SidecarProxy } = await import('../control/proxy.ts');
+  const proxy = new SidecarProxy({
+    service,
+    serviceAddr: serviceAddrRaw === undefined ? null : parseHostPort(serviceAddrRaw, 'service-addr'),
+    listen: listenRaw === undefined ? null : parseHostPort(listenRaw, 'listen'),
+    upstreams,
+    client: client(f),
+    workers: parseWorkers(f.strings.get('workers')),
+    metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
+    register,
+    ...(registerId === undefined ? {} : { registerId }),
+    log: logLine,
+  });
+  let addrs;
+  try {
+    addrs = await proxy.start();
+  } catch (e) {
+    await proxy.stop().catch(() => undefined);
+    const code = (e as { code?: string }).code;
+    if (code === 'EADDRINUSE') {
+      err(`meshd connect proxy: a listen address is already in use (${(e as Error).message}): free the port or choose another`);
+      return 1;
+    }
+    throw e;
+  }
+  const parts = [`service=${service}`];
+  if (addrs.inbound !== null) parts.push(`inbound=${addrs.inbound.host}:${addrs.inbound.port}`);
+  for (const [name, a] of Object.entries(addrs.upstreams)) parts.push(`upstream.${name}=${a.host}:${a.port}`);
+  if (addrs.metrics !== null) parts.push(`metrics=${addrs.metrics.host}:${addrs.metrics.port}`);
+  parts.push(`workers=${parseWorkers(f.strings.get('workers'))}`);
+  out(`meshd proxy ready: ${parts.join(' ')}`);
+  const sig = await untilSignal();
+  logLine(`[INFO] proxy: caught ${sig}, shutting down`);
+  await proxy.stop();
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------- intention
+
+const INTENTION_CREATE_FLAGS: FlagSpecs = {
+  ...HTTP_ADDR,
+  allow: { kind: 'bool', help: 'Create an intention that allows the connection (the default)' },
+  deny: { kind: 'bool', help: 'Create an intention that denies the connection' },
+  replace: { kind: 'bool', help: 'Replace an existing intention for the same pair' },
+  description: { kind: 'string', help: 'Description of the intention', placeholder: 'TEXT' },
+};
+
+function twoNames(f: ParsedFlags, cmd: string): [string, string] {
+  if (f.positionals.length !== 2) throw new UsageError(`meshd intention ${cmd} needs exactly two arguments: SRC DST`);
+  return [f.positionals[0] as string, f.positionals[1] as string];
+}
+
+interface LegacyIntentionOut {
+  readonly SourceName: string;
+  readonly DestinationName: string;
+  readonly Action: string;
+  readonly Precedence: number;
+  readonly Description: string;
+}
+
+async function cmdIntention(argv: readonly string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const help = 'Usage: meshd intention <create|check|get|list|delete> [options] [SRC DST]\n';
+  if (sub === undefined) return (err(help), 2);
+  if (sub === '-help' || sub === '--help' || sub === '-h') return (out(help), 0);
+  switch (sub) {
+    case 'create': {
+      const usage = usageText('intention create', '[-allow|-deny] [-replace] SRC DST', INTENTION_CREATE_FLAGS);
+      if (wantsHelp(rest)) return (out(usage), 0);
+      const f = parseFlags(rest, INTENTION_CREATE_FLAGS);
+      const [src, dst] = twoNames(f, 'create');
+      if (f.bools.get('allow') === true && f.bools.get('deny') === true) throw new UsageError('-allow and -deny are exclusive');
+      const action = f.bools.get('deny') === true ? 'deny' : 'allow';
+      const c = client(f);
+      const query = { source: src, destination: dst };
+      if (f.bools.get('replace') !== true) {
+        try {
+          await c.request('GET', '/v1/connect/intentions/exact', { query });
+          err(`Intention with source "${src}" and destination "${dst}" already exists: use -replace to change it`);
+          return 1;
+        } catch (e) {
+          if (!(e instanceof ApiError && e.status === 404)) throw e;
+        }
+      }
+      await c.request('PUT', '/v1/connect/intentions/exact', { query, body: { SourceType: 'consul', Action: action, Description: f.strings.get('description') ?? '' } });
+      out(`Created: ${src} => ${dst} (${action})`);
+      return 0;
+    }
+    case 'check': {
+      if (wantsHelp(rest)) return (out(usageText('intention check', 'SRC DST', HTTP_ADDR)), 0);
+      const f = parseFlags(rest, HTTP_ADDR);
+      const [src, dst] = twoNames(f, 'check');
+      const r = await client(f).json<{ Allowed: boolean }>('GET', '/v1/connect/intentions/check', { query: { source: src, destination: dst } });
+      out(r.value.Allowed ? 'Allowed' : 'Denied');
+      return r.value.Allowed ? 0 : 1;
+    }
+    case 'get': {
+      if (wantsHelp(rest)) return (out(usageText('intention get', 'SRC DST', HTTP_ADDR)), 0);
+      const f = parseFlags(rest, HTTP_ADDR);
+      const [src, dst] = twoNames(f, 'get');
+      const r = await client(f).json<LegacyIntentionOut>('GET', '/v1/connect/intentions/exact', { query: { source: src, destination: dst } });
+      const i = r.value;
+      out(`Source:       ${i.SourceName}\nDestination:  ${i.DestinationName}\nAction:       ${i.Action}\nPrecedence:   ${i.Precedence}\nDescription:  ${i.Description}`);
+      return 0;
+    }
+    case 'list': {
+      if (wantsHelp(rest)) return (out(usageText('intention list', '', HTTP_ADDR)), 0);
+      const f = parseFlags(rest, HTTP_ADDR);
+      if (f.positionals.length > 0) throw new UsageError('meshd intention list takes no arguments');
+      const r = await client(f).json<LegacyIntentionOut[]>('GET', '/v1/connect/intentions');
+      if (r.value.length === 0) {
+        out('There are no intentions.');
+        return 0;
+      }
+      const rows = [['Source', 'Action', 'Destination', 'Precedence'], ...r.value.map((i) => [i.SourceName, i.Action, i.DestinationName, String(i.Precedence)])];
+      const widths = rows[0]!.map((_c, col) => Math.max(...rows.map((row) => (row[col] as string).length)));
+      out(rows.map((row) => row.map((cell, col) => cell.padEnd(widths[col] as number)).join('  ').trimEnd()).join('\n'));
+      return 0;
+    }
+    case 'delete': {
+      if (wantsHelp(rest)) return (out(usageText('intention delete', 'SRC DST', HTTP_ADDR)), 0);
+      const f = parseFlags(rest, HTTP_ADDR);
+      const [src, dst] = twoNames(f, 'delete');
+      await client(f).request('DELETE', '/v1/connect/intentions/exact', { query: { source: src, destination: dst } });
+      out(`Intention deleted: ${src} => ${dst}`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown intention subcommand: ${sub}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------- main
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case undefined:
+        err(TOP_USAGE);
+        return 2;
+      case '-h':
+      case '-help':
+      case '--help':
+      case 'help':
+        out(TOP_USAGE);
+        return 0;
+      case 'version':
+      case '-version':
+      case '--version':
+        out(`meshd v${VERSION} (node ${process.versions.node})`);
+        return 0;
+      case 'agent':
+        return await cmdAgent(rest);
+      case 'connect':
+        return await cmdConnect(rest);
+      case 'intention':
+        return await cmdIntention(rest);
+      case 'demo': {
+        const { runDemo } = await import('../demo/demo.ts');
+        return await runDemo(rest);
+      }
+      default:
+        throw new UsageError(`unknown command: ${cmd}`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`meshd: ${e.message}\n`);
+      err(TOP_USAGE);
+      return 2;
+    }
+    // `intention check` uses exit 2 for every error, as Consul does; so do the others here
+    // for an unreachable agent or an API refusal, which are not denials.
+    if (e instanceof AgentUnreachable) {
+      err(`meshd: ${e.message}`);
+      return cmd === 'intention' ? 2 : 1;
+    }
+    if (e instanceof ApiError) {
+      err(`meshd: the agent refused the request (HTTP ${e.status}): ${e.message}`);
+      return cmd === 'intention' ? 2 : 1;
+    }
+    err(`meshd: ${(e as Error).stack ?? String(e)}`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+process.exitCode = code;
+// Commands that serve (agent, proxy, demo) have shut their servers down by now; exit so a
+// forgotten timer cannot keep the process alive after Ctrl-C.
+process.exit(code);

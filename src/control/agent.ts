@@ -1,0 +1,245 @@
+// `meshd agent`: the authority. Owns the store (catalog, intentions, CA), serves Consul's
+// HTTP API, and evaluates intentions through the same compiled table the data plane reads.
+// Runs on: the agent process's main (control) thread; CSR signing runs in the piscina pool.
+
+import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import type { AddressInfo } from 'node:net';
+import { FileStore, type Store } from './store.ts';
+import { Catalog, CHECKS, SERVICES, decodeRegistration, type CheckStatus } from './catalog.ts';
+import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
+import { CaState, CA_TABLE } from './ca-state.ts';
+import { PolicyEngine } from './policy.ts';
+import { FieldError, parseJsonObject, reqString } from './decode.ts';
+import { HttpError, Router, blockingParams, flagParam, readBody, sendJson, sendText, type RequestContext } from './http.ts';
+import { SigningPool } from '../ca/pool.ts';
+import { CsrError } from '../ca/authority.ts';
+import { parseSpiffeId } from '../ca/spiffe.ts';
+import { VERSION } from '../version.ts';
+
+export interface AgentOptions {
+  readonly host: string;
+  readonly port: number;
+  /** null: in-memory only (tests); the CLI's -dev without -data-dir passes a temp dir. */
+  readonly dataDir: string | null;
+  readonly datacenter: string;
+  readonly nodeName?: string;
+  readonly defaultAllow: boolean;
+  readonly now?: () => number;
+  /** How often TTL checks are swept for expiry. */
+  readonly sweepIntervalMs?: number;
+}
+
+export class Agent {
+  readonly #opts: AgentOptions;
+  readonly #store: Store;
+  readonly #catalog: Catalog;
+  readonly #intentions: Intentions;
+  readonly #ca: CaState;
+  readonly #pool: SigningPool;
+  readonly #policy: PolicyEngine;
+  readonly #server: Server;
+  #sweep: NodeJS.Timeout | undefined;
+  #address: AddressInfo | undefined;
+
+  constructor(opts: AgentOptions) {
+    this.#opts = opts;
+    const now = opts.now ?? Date.now;
+    this.#store = new FileStore(opts.dataDir);
+    this.#catalog = new Catalog(this.#store, { Node: opts.nodeName ?? hostname(), Address: opts.host, Datacenter: opts.datacenter }, now);
+    this.#intentions = new Intentions(this.#store, now);
+    this.#pool = new SigningPool();
+    this.#ca = new CaState(this.#store, this.#pool, { datacenter: opts.datacenter, now });
+    this.#policy = new PolicyEngine({ maxWorkers: 0, defaultAllow: opts.defaultAllow });
+    const router = this.#routes();
+    this.#server = createServer((req, res) => void router.handle(req, res));
+    // Blocking queries hold a request open for up to 10 minutes.
+    this.#server.requestTimeout = 0;
+    this.#server.keepAliveTimeout = 65_000;
+  }
+
+  get trustDomain(): string {
+    return this.#ca.trustDomain;
+  }
+
+  get address(): AddressInfo {
+    if (this.#address === undefined) throw new Error('agent not started');
+    return this.#address;
+  }
+
+  async start(): Promise<void> {
+    await this.#ca.bootstrap();
+    await this.#policy.update(this.#intentions.rules());
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen({ host: this.#opts.host, port: this.#opts.port }, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#address = this.#server.address() as AddressInfo;
+    this.#sweep = setInterval(() => this.#catalog.expireChecks(), this.#opts.sweepIntervalMs ?? 1000);
+    this.#sweep.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#sweep);
+    this.#store.close();
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await this.#pool.close();
+  }
+
+  #consulHeaders(index: number): Record<string, string | number> {
+    return {
+      'X-Consul-Index': index,
+      'X-Consul-KnownLeader': 'true',
+      'X-Consul-LastContact': 0,
+      'X-Consul-Default-ACL-Policy': this.#policy.defaultAllow ? 'allow' : 'deny',
+    };
+  }
+
+  /** Runs a read as a Consul blocking query over the given tables. */
+  async #blocking(ctx: RequestContext, tables: readonly string[], read: () => unknown): Promise<void> {
+    const p = blockingParams(ctx.url);
+    const index = p === null ? this.#maxIndex(tables) : await this.#store.waitForChange(tables, p.index, p.waitMs, ctx.signal);
+    if (ctx.signal.aborted) return;
+    sendJson(ctx.res, 200, read(), this.#consulHeaders(index));
+  }
+
+  #maxIndex(tables: readonly string[]): number {
+    return Math.max(1, ...tables.map((t) => this.#store.tableIndex(t)));
+  }
+
+  async #republish(): Promise<void> {
+    await this.#policy.update(this.#intentions.rules());
+  }
+
+  #routes(): Router {
+    const r = new Router();
+
+    r.on('GET', '/v1/agent/self', (ctx) => {
+      sendJson(ctx.res, 200, {
+        Config: { Datacenter: this.#opts.datacenter, NodeName: this.#catalog.node.Node, Version: VERSION, Server: true },
+        Member: { Name: this.#catalog.node.Node, Addr: this.#opts.host },
+      });
+    });
+    r.on('GET', '/v1/status/leader', (ctx) => sendJson(ctx.res, 200, `${this.address.address}:${this.address.port}`));
+
+    // --- CA ---
+    const roots = async (ctx: RequestContext): Promise<void> => {
+      if (flagParam(ctx.url, 'pem')) {
+        const body = this.#ca.pemBundle();
+        ctx.res.writeHead(200, { 'content-type': 'application/pem-certificate-chain', 'content-length': Buffer.byteLength(body), ...this.#consulHeaders(this.#maxIndex([CA_TABLE])) });
+        ctx.res.end(body);
+        return;
+      }
+      await this.#blocking(ctx, [CA_TABLE], () => this.#ca.rootsResponse());
+    };
+    r.on('GET', '/v1/connect/ca/roots', roots);
+    r.on('GET', '/v1/agent/connect/ca/roots', roots);
+    // meshd's own signing endpoint: Consul signs over an internal RPC (ConnectCA.Sign), so
+    // there is no Consul path to mirror. Body {"CSR": "<PEM>"}; reply: Consul's IssuedCert
+    // without PrivateKeyPEM (the key never left the proxy).
+    r.on(['PUT', 'POST'], '/v1/connect/ca/sign', async (ctx) => {
+      const body = parseJsonObject(await readBody(ctx.req));
+      const csr = reqString(body, 'CSR');
+      try {
+        const issued = await this.#ca.sign(csr);
+        sendJson(ctx.res, 200, issued);
+      } catch (err) {
+        if (err instanceof CsrError) throw new HttpError(400, `invalid CSR: ${err.message}`);
+        throw err;
+      }
+    });
+
+    // --- catalog ---
+    r.on('PUT', '/v1/agent/service/register', async (ctx) => {
+      const reg = decodeRegistration(parseJsonObject(await readBody(ctx.req)));
+      this.#catalog.register(reg);
+      sendText(ctx.res, 200, '');
+    });
+    r.on('PUT', '/v1/agent/service/deregister/:id', (ctx) => {
+      const id = ctx.params.id as string;
+      if (!this.#catalog.deregister(id)) throw new HttpError(404, `Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`);
+      sendText(ctx.res, 200, '');
+    });
+    r.on('GET', '/v1/agent/services', (ctx) => {
+      const out: Record<string, object> = {};
+      for (const s of this.#catalog.services()) out[s.ID] = { ...s, Namespace: 'default', Datacenter: this.#opts.datacenter };
+      sendJson(ctx.res, 200, out);
+    });
+    for (const [verb, status] of [['pass', 'passing'], ['warn', 'warning'], ['fail', 'critical']] as const) {
+      r.on('PUT', `/v1/agent/check/${verb}/:id`, (ctx) => {
+        const id = ctx.params.id as string;
+        if (!this.#catalog.updateCheck(id, status satisfies CheckStatus, ctx.url.searchParams.get('note') ?? '')) throw new HttpError(404, `Unknown check ID "${id}"`);
+        sendText(ctx.res, 200, '');
+      });
+    }
+    r.on('GET', '/v1/catalog/services', (ctx) =>
+      this.#blocking(ctx, [SERVICES], () => {
+        const out: Record<string, string[]> = {};
+        for (const s of this.#catalog.services()) out[s.Service] = [...new Set([...(out[s.Service] ?? []), ...s.Tags])];
+        return out;
+      }),
+    );
+    r.on('GET', '/v1/health/connect/:service', (ctx) =>
+      this.#blocking(ctx, [SERVICES, CHECKS], () => this.#catalog.health(ctx.params.service as string, true, flagParam(ctx.url, 'passing'))),
+    );
+    r.on('GET', '/v1/health/service/:service', (ctx) =>
+      this.#blocking(ctx, [SERVICES, CHECKS], () => this.#catalog.health(ctx.params.service as string, false, flagParam(ctx.url, 'passing'))),
+    );
+
+    // --- intentions ---
+    const pair = (url: URL): { source: string; destination: string } => {
+      const source = url.searchParams.get('source');
+      const destination = url.searchParams.get('destination');
+      if (source === null || source === '') throw new HttpError(400, 'required query parameter "source" not set');
+      if (destination === null || destination === '') throw new HttpError(400, 'required query parameter "destination" not set');
+      return { source, destination };
+    };
+    r.on('PUT', '/v1/connect/intentions/exact', async (ctx) => {
+      const { source, destination } = pair(ctx.url);
+      const { action, description } = decodeExactBody(parseJsonObject(await readBody(ctx.req)));
+      try {
+        this.#intentions.upsert(source, destination, action, description);
+      } catch (err) {
+        if (err instanceof FieldError) throw new HttpError(400, `Invalid intention: ${err.message}`);
+        throw err;
+      }
+      await this.#republish();
+      sendJson(ctx.res, 200, true);
+    });
+    r.on('GET', '/v1/connect/intentions/exact', (ctx) => {
+      const { source, destination } = pair(ctx.url);
+      const found = this.#intentions.get(source, destination);
+      if (found === undefined) throw new HttpError(404, `Intention not found: ${source} => ${destination}`);
+      sendJson(ctx.res, 200, found, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+    });
+    r.on('DELETE', '/v1/connect/intentions/exact', async (ctx) => {
+      const { source, destination } = pair(ctx.url);
+      this.#intentions.delete(source, destination);
+      await this.#republish();
+      sendJson(ctx.res, 200, true);
+    });
+    r.on('GET', '/v1/connect/intentions', (ctx) => this.#blocking(ctx, [INTENTIONS], () => this.#intentions.list()));
+    r.on('GET', '/v1/connect/intentions/check', (ctx) => {
+      const { source, destination } = pair(ctx.url);
+      sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+    });
+    r.on('POST', '/v1/agent/connect/authorize', async (ctx) => {
+      const body = parseJsonObject(await readBody(ctx.req));
+      const target = reqString(body, 'Target');
+      const uri = reqString(body, 'ClientCertURI');
+      const id = parseSpiffeId(uri);
+      if (id === null) throw new HttpError(400, `ClientCertURI not a valid Connect identifier: ${uri}`);
+      if (id.kind !== 'service') throw new HttpError(400, `ClientCertURI not a valid Service identifier: ${uri}`);
+      // Consul ignores the URI's trust domain and datacenter here (§2.8): callers have
+      // verified the chain already. Intentions match on the service name.
+      const result = this.#policy.check(id.service, target);
+      sendJson(ctx.res, 200, { Authorized: result.allowed, Reason: result.reason });
+    });
+    return r;
+  }
+}
+

@@ -1,0 +1,100 @@
+// Wire decoding at the edge: HTTP bodies are untrusted JSON. Consul decodes keys
+// case-insensitively and accepts snake_case aliases (lib/decode in Consul; third-party
+// clients send `name`, `Name` or `destination_name`), so lookups here normalise a key by
+// lower-casing it and dropping underscores. Every failure is a FieldError that names the
+// field, which the API turns into a 400 and which never reaches the store.
+
+export class FieldError extends Error {
+  override readonly name = 'FieldError';
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.field = field;
+  }
+}
+
+export type JsonObject = Record<string, unknown>;
+
+function norm(key: string): string {
+  return key.replaceAll('_', '').toLowerCase();
+}
+
+export function parseJsonObject(text: string, what = 'body'): JsonObject {
+  let value: unknown;
+  try {
+    value = text.trim() === '' ? {} : JSON.parse(text);
+  } catch (err) {
+    throw new FieldError(what, `invalid JSON (${(err as Error).message})`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FieldError(what, 'must be a JSON object');
+  return value as JsonObject;
+}
+
+/** Reads a key case-insensitively (and ignoring underscores). */
+export function pick(obj: JsonObject, key: string): unknown {
+  if (key in obj) return obj[key];
+  const want = norm(key);
+  for (const k of Object.keys(obj)) if (norm(k) === want) return obj[k];
+  return undefined;
+}
+
+/** Rejects keys that are not in `allowed` (Consul rejects unknown config keys too). */
+export function rejectUnknown(obj: JsonObject, allowed: readonly string[], path: string): void {
+  const ok = new Set(allowed.map(norm));
+  for (const k of Object.keys(obj)) {
+    if (!ok.has(norm(k))) throw new FieldError(path === '' ? k : `${path}.${k}`, 'unknown field');
+  }
+}
+
+export function optString(obj: JsonObject, key: string, path = key): string | undefined {
+  const v = pick(obj, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new FieldError(path, `must be a string, got ${typeof v}`);
+  return v;
+}
+
+export function reqString(obj: JsonObject, key: string, path = key): string {
+  const v = optString(obj, key, path);
+  if (v === undefined || v === '') throw new FieldError(path, 'is required');
+  return v;
+}
+
+export function optNumber(obj: JsonObject, key: string, path = key): number | undefined {
+  const v = pick(obj, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FieldError(path, `must be a number`);
+  return v;
+}
+
+export function optObject(obj: JsonObject, key: string, path = key): JsonObject | undefined {
+  const v = pick(obj, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new FieldError(path, 'must be an object');
+  return v as JsonObject;
+}
+
+export function optStringMap(obj: JsonObject, key: string, path = key): Record<string, string> | undefined {
+  const o = optObject(obj, key, path);
+  if (o === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (typeof v !== 'string') throw new FieldError(`${path}.${k}`, 'must be a string');
+    out[k] = v;
+  }
+  return out;
+}
+
+/** Go duration strings as Consul writes them: "10s", "1m30s", "72h", "500ms". */
+export function parseDuration(text: string, path: string): number {
+  const units: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  if (text === '0') return 0;
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    total += Number(m[1]) * (units[m[2] as string] as number);
+    consumed = re.lastIndex;
+  }
+  if (consumed === 0 || consumed !== text.length) throw new FieldError(path, `invalid duration ${JSON.stringify(text)} (use Go syntax such as "10s", "72h")`);
+  return total;
+}

@@ -1,0 +1,124 @@
+// Small HTTP helpers for the agent API: a method+path router, bounded body reads, JSON and
+// error replies in Consul's style (errors are plain text with a status code), and the
+// blocking-query parameters (`?index=N&wait=D`).
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FieldError, parseDuration } from './decode.ts';
+
+export interface RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly url: URL;
+  readonly params: Record<string, string>;
+  /** Aborted when the client goes away (used to end blocking queries early). */
+  readonly signal: AbortSignal;
+}
+
+export type Handler = (ctx: RequestContext) => Promise<void> | void;
+
+interface Route {
+  readonly method: string;
+  readonly pattern: RegExp;
+  readonly keys: string[];
+  readonly handler: Handler;
+}
+
+export class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Request bodies of the control API are small; 1 MiB is far above any config entry. */
+export const MAX_BODY_BYTES = 1 << 20;
+
+export class Router {
+  readonly #routes: Route[] = [];
+
+  on(methods: string | readonly string[], path: string, handler: Handler): this {
+    const keys: string[] = [];
+    const source = path.replace(/:([A-Za-z]+)/g, (_m, key: string) => {
+      keys.push(key);
+      return '([^/]+)';
+    });
+    const pattern = new RegExp(`^${source}$`);
+    for (const method of typeof methods === 'string' ? [methods] : methods) this.#routes.push({ method, pattern, keys, handler });
+    return this;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const controller = new AbortController();
+    res.on('close', () => controller.abort());
+    let pathMatched = false;
+    try {
+      for (const route of this.#routes) {
+        const m = route.pattern.exec(url.pathname);
+        if (m === null) continue;
+        pathMatched = true;
+        if (route.method !== req.method) continue;
+        const params: Record<string, string> = {};
+        route.keys.forEach((k, i) => {
+          params[k] = decodeURIComponent(m[i + 1] as string);
+        });
+        await route.handler({ req, res, url, params, signal: controller.signal });
+        return;
+      }
+      if (pathMatched) throw new HttpError(405, `method ${req.method ?? ''} not allowed on ${url.pathname}`);
+      throw new HttpError(404, `no such endpoint: ${url.pathname}`);
+    } catch (err) {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (err instanceof HttpError) sendText(res, err.status, err.message);
+      else if (err instanceof FieldError) sendText(res, 400, `Request decode failed: ${err.message}`);
+      else sendText(res, 500, `internal error: ${(err as Error).message}`);
+    }
+  }
+}
+
+export function sendText(res: ServerResponse, status: number, text: string): void {
+  const body = text.endsWith('\n') ? text : `${text}\n`;
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string | number> = {}): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers });
+  res.end(body);
+}
+
+export async function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new HttpError(413, `request body larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Consul caps `wait` at 10 minutes and defaults it to 5 minutes. */
+const MAX_WAIT_MS = 600_000;
+const DEFAULT_WAIT_MS = 300_000;
+
+export function blockingParams(url: URL): { index: number; waitMs: number } | null {
+  const raw = url.searchParams.get('index');
+  if (raw === null) return null;
+  const index = Number(raw);
+  if (!Number.isInteger(index) || index < 0) throw new HttpError(400, `invalid index ${JSON.stringify(raw)}`);
+  const w = url.searchParams.get('wait');
+  const waitMs = w === null ? DEFAULT_WAIT_MS : Math.min(MAX_WAIT_MS, parseDuration(w, 'wait'));
+  return { index, waitMs };
+}
+
+/** `?passing`, `?pem=true`: Consul treats a bare flag or any value but false/0 as true. */
+export function flagParam(url: URL, name: string): boolean {
+  const v = url.searchParams.get(name);
+  return v !== null && v !== 'false' && v !== '0';
+}

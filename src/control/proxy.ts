@@ -1,0 +1,319 @@
+// `meshd connect proxy`: a sidecar's control thread. Follows the agent over its HTTP API
+// with blocking queries (roots, intentions, healthy upstream instances), obtains its leaf
+// certificate by CSR (the private key is generated here and never sent), compiles its own
+// intention table into shared memory, and runs the data-plane workers.
+// Runs on: the proxy process's main thread. It never touches a data-plane socket.
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createLeafCsr } from '../ca/authority.ts';
+import { serviceSpiffeId } from '../ca/spiffe.ts';
+import { allocateCounters, counterBlock } from '../metrics/counters.ts';
+import { renderPrometheus } from '../metrics/prometheus.ts';
+import { WorkerSupervisor } from '../workers/supervisor.ts';
+import type { Endpoint, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
+import { AgentClient, ApiError } from './client.ts';
+import { legacyToRule, type LegacyIntention } from './intentions.ts';
+import { PolicyEngine } from './policy.ts';
+import { renewalDelayMs } from './renewal.ts';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ProxyOptions {
+  readonly service: string;
+  readonly serviceAddr: HostPort | null;
+  readonly listen: HostPort | null;
+  readonly upstreams: readonly UpstreamSpec[];
+  readonly client: AgentClient;
+  readonly workers: number;
+  readonly metricsAddr: HostPort | null;
+  readonly register: boolean;
+  readonly registerId?: string;
+  readonly log: (line: string) => void;
+  /** Consul's built-in proxy defaults: local connect 1000 ms, upstream connect 10000 ms. */
+  readonly connectTimeoutMs?: number;
+  readonly handshakeTimeoutMs?: number;
+}
+
+export interface ProxyAddresses {
+  readonly inbound: HostPort | null;
+  readonly upstreams: Readonly<Record<string, HostPort>>;
+  readonly metrics: HostPort | null;
+}
+
+interface RootsBody {
+  readonly ActiveRootID: string;
+  readonly TrustDomain: string;
+  readonly Roots: readonly { readonly RootCert: string }[];
+}
+
+interface HealthEntry {
+  readonly Node: { readonly Address: string };
+  readonly Service: { readonly Address: string; readonly Port: number; readonly Proxy: { readonly DestinationServiceName: string } | null };
+}
+
+interface IssuedCertBody {
+  readonly CertPEM: string;
+  readonly ValidAfter: string;
+  readonly ValidBefore: string;
+}
+
+/** Consul's -register heartbeat: TTL 30s, passed every 10s (TTL/3). */
+const REGISTER_TTL = '30s';
+const HEARTBEAT_MS = 10_000;
+const WATCH_RETRY_MS = 1000;
+
+export class SidecarProxy {
+  readonly #o: ProxyOptions;
+  readonly #client: AgentClient;
+  readonly #abort = new AbortController();
+  readonly #policy: PolicyEngine;
+  readonly #counters: SharedArrayBuffer;
+  #supervisor: WorkerSupervisor | null = null;
+  #metrics: Server | null = null;
+  #tls: TlsMaterial | null = null;
+  #keyPem = '';
+  #datacenter = 'dc1';
+  #activeRootId = '';
+  #caPems: string[] = [];
+  #trustDomain = '';
+  readonly #endpoints: Record<string, readonly Endpoint[]> = {};
+  #renewTimer: NodeJS.Timeout | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #registeredIds: string[] = [];
+
+  constructor(opts: ProxyOptions) {
+    this.#o = opts;
+    this.#client = opts.client;
+    this.#policy = new PolicyEngine({ maxWorkers: opts.workers, defaultAllow: false });
+    this.#counters = allocateCounters(opts.workers);
+  }
+
+  get #proxyId(): string {
+    return this.#o.registerId === undefined ? `${this.#o.service}-proxy` : `${this.#o.service}-proxy-${this.#o.registerId}`;
+  }
+
+  async start(): Promise<ProxyAddresses> {
+    const self = await this.#client.json<{ Config: { Datacenter: string } }>('GET', '/v1/agent/self');
+    this.#datacenter = self.value.Config.Datacenter;
+    const rootsIndex = await this.#loadRoots();
+    await this.#issueLeaf();
+    const intentionsIndex = await this.#loadIntentions(0);
+    const endpointIndexes: Record<string, number> = {};
+    for (const u of this.#o.upstreams) endpointIndexes[u.name] = await this.#loadEndpoints(u.name, 0);
+
+    const serviceAddr = this.#o.serviceAddr;
+    const listen = this.#o.listen;
+    this.#supervisor = new WorkerSupervisor({
+      count: this.#o.workers,
+      base: {
+        policy: this.#policy.memory,
+        counters: this.#counters,
+        service: this.#o.service,
+        inbound: listen === null || serviceAddr === null ? null : { host: listen.host, port: listen.port, appHost: serviceAddr.host, appPort: serviceAddr.port },
+        upstreams: this.#o.upstreams,
+        connectTimeoutMs: this.#o.connectTimeoutMs ?? 5000,
+        handshakeTimeoutMs: this.#o.handshakeTimeoutMs ?? 10_000,
+      },
+      currentTls: () => this.#requireTls(),
+      currentEndpoints: () => ({ ...this.#endpoints }),
+      onWorkerExit: (_index, slot) => this.#policy.releaseReader(slot),
+    });
+    const ports = await this.#supervisor.start();
+
+    // From here on, changes arrive by blocking queries and reach the workers as messages.
+    this.#watch('roots', rootsIndex, (i) => this.#watchRoots(i));
+    this.#watch('intentions', intentionsIndex, (i) => this.#loadIntentions(i));
+    for (const u of this.#o.upstreams) this.#watch(`upstream ${u.name}`, endpointIndexes[u.name] ?? 0, (i) => this.#loadEndpoints(u.name, i));
+
+    const metrics = this.#o.metricsAddr === null ? null : await this.#startMetrics(this.#o.metricsAddr);
+    const upstreams: Record<string, HostPort> = {};
+    for (const u of this.#o.upstreams) upstreams[u.name] = { host: u.host, port: ports.upstreams[u.name] ?? u.port };
+    const inbound = listen === null || ports.inbound === null ? null : { host: listen.host, port: ports.inbound };
+    if (this.#o.register) await this.#register(inbound);
+    return { inbound, upstreams, metrics };
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    clearTimeout(this.#renewTimer);
+    clearInterval(this.#heartbeat);
+    await this.#deregister();
+    await this.#supervisor?.stop();
+    const m = this.#metrics;
+    if (m !== null) {
+      m.closeAllConnections();
+      await new Promise<void>((resolve) => m.close(() => resolve()));
+    }
+  }
+
+  /** Text of `/metrics`: counters summed over workers, plus control-thread gauges. */
+  metricsText(): string {
+    const blocks = Array.from({ length: this.#o.workers }, (_v, i) => counterBlock(this.#counters, i));
+    return renderPrometheus(blocks, { service: this.#o.service }, [
+      { name: 'meshd_policy_table_generation', help: 'Generation of the published intention table.', type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
+      { name: 'meshd_workers', help: 'Data-plane worker threads configured.', type: 'gauge', samples: [{ labels: {}, value: this.#o.workers }] },
+      { name: 'meshd_worker_restarts_total', help: 'Data-plane workers restarted after a crash.', type: 'counter', samples: [{ labels: {}, value: this.#supervisor?.restarts ?? 0 }] },
+    ]);
+  }
+
+  #requireTls(): TlsMaterial {
+    if (this.#tls === null) throw new Error('no leaf certificate yet');
+    return this.#tls;
+  }
+
+  async #loadRoots(): Promise<number> {
+    const r = await this.#client.json<RootsBody>('GET', '/v1/agent/connect/ca/roots');
+    this.#applyRoots(r.value);
+    return r.index;
+  }
+
+  #applyRoots(body: RootsBody): boolean {
+    this.#trustDomain = body.TrustDomain;
+    this.#caPems = body.Roots.map((x) => x.RootCert);
+    const rotated = this.#activeRootId !== '' && this.#activeRootId !== body.ActiveRootID;
+    this.#activeRootId = body.ActiveRootID;
+    return rotated;
+  }
+
+  async #watchRoots(index: number): Promise<number> {
+    const r = await this.#client.json<RootsBody>('GET', '/v1/agent/connect/ca/roots', { index, signal: this.#abort.signal });
+    if (r.index === index) return r.index;
+    const rotated = this.#applyRoots(r.value);
+    if (rotated) await this.#issueLeaf();
+    else if (this.#tls !== null) this.#publishTls({ ...this.#tls, caPems: this.#caPems, trustDomain: this.#trustDomain });
+    return r.index;
+  }
+
+  async #issueLeaf(): Promise<void> {
+    const uri = serviceSpiffeId(this.#trustDomain, 'default', this.#datacenter, this.#o.service);
+    const { csrPem, keyPem } = await createLeafCsr(uri);
+    const r = await this.#client.json<IssuedCertBody>('POST', '/v1/connect/ca/sign', { body: { CSR: csrPem }, signal: this.#abort.signal });
+    this.#keyPem = keyPem;
+    this.#publishTls({ keyPem: this.#keyPem, certPem: r.value.CertPEM, caPems: this.#caPems, trustDomain: this.#trustDomain });
+    const delay = renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), Date.now(), Math.random());
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = setTimeout(() => {
+      this.#issueLeaf().catch((err: Error) => {
+        this.#o.log(`[WARN] proxy: leaf renewal failed, retrying in 10s: ${err.message}`);
+        this.#renewTimer = setTimeout(() => void this.#issueLeaf().catch(() => undefined), 10_000);
+      });
+    }, delay);
+  }
+
+  #publishTls(t: TlsMaterial): void {
+    this.#tls = t;
+    this.#supervisor?.broadcast({ type: 'tls', tls: t });
+  }
+
+  async #loadIntentions(index: number): Promise<number> {
+    const r = await this.#client.json<LegacyIntention[]>('GET', '/v1/connect/intentions', { index, signal: this.#abort.signal });
+    if (index !== 0 && r.index === index) return r.index;
+    const defaultAllow = r.headers.get('x-consul-default-acl-policy') === 'allow';
+    await this.#policy.update(r.value.map(legacyToRule), defaultAllow);
+    return r.index;
+  }
+
+  async #loadEndpoints(upstream: string, index: number): Promise<number> {
+    const r = await this.#client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(upstream)}`, {
+      index,
+      query: { passing: '1' },
+      signal: this.#abort.signal,
+    });
+    if (index !== 0 && r.index === index) return r.index;
+    const eps: Endpoint[] = r.value.map((e) => ({
+      host: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
+      port: e.Service.Port,
+      service: e.Service.Proxy?.DestinationServiceName ?? upstream,
+    }));
+    this.#endpoints[upstream] = eps;
+    this.#supervisor?.broadcast({ type: 'endpoints', upstream, endpoints: eps });
+    return r.index;
+  }
+
+  /** Runs a blocking-query loop until stop(); errors back off and retry. */
+  #watch(what: string, start: number, step: (index: number) => Promise<number>): void {
+    const loop = async (): Promise<void> => {
+      let index = start;
+      while (!this.#abort.signal.aborted) {
+        try {
+          const next = await step(index);
+          // Consul's rule: an index that went backwards means the agent restarted; resync.
+          index = next < index ? 0 : next;
+        } catch (err) {
+          if (this.#abort.signal.aborted) return;
+          this.#o.log(`[WARN] proxy: watch ${what} failed, retrying: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, WATCH_RETRY_MS));
+          index = 0;
+        }
+      }
+    };
+    void loop();
+  }
+
+  async #startMetrics(addr: HostPort): Promise<HostPort> {
+    const server = createServer((req, res) => {
+      if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?') === true)) {
+        const body = this.metricsText();
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found: try /metrics\n');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: addr.host, port: addr.port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#metrics = server;
+    return { host: addr.host, port: (server.address() as AddressInfo).port };
+  }
+
+  async #register(inbound: HostPort | null): Promise<void> {
+    const service = this.#o.service;
+    if (this.#o.serviceAddr !== null) {
+      await this.#client.request('PUT', '/v1/agent/service/register', {
+        body: { ID: service, Name: service, Address: this.#o.serviceAddr.host, Port: this.#o.serviceAddr.port },
+      });
+      this.#registeredIds.push(service);
+    }
+    if (inbound !== null && this.#o.serviceAddr !== null) {
+      const id = this.#proxyId;
+      await this.#client.request('PUT', '/v1/agent/service/register', {
+        body: {
+          ID: id,
+          Name: `${service}-proxy`,
+          Kind: 'connect-proxy',
+          Address: inbound.host,
+          Port: inbound.port,
+          Proxy: { DestinationServiceName: service, DestinationServiceID: service, LocalServiceAddress: this.#o.serviceAddr.host, LocalServicePort: this.#o.serviceAddr.port },
+          Check: { CheckID: `${id}-ttl`, Name: 'proxy heartbeat', TTL: REGISTER_TTL, Status: 'passing' },
+        },
+      });
+      this.#registeredIds.push(id);
+      this.#heartbeat = setInterval(() => {
+        this.#client.request('PUT', `/v1/agent/check/pass/${encodeURIComponent(`${id}-ttl`)}`).catch((err: Error) => {
+          this.#o.log(`[WARN] proxy: heartbeat failed: ${err.message}`);
+        });
+      }, HEARTBEAT_MS);
+    }
+  }
+
+  async #deregister(): Promise<void> {
+    for (const id of this.#registeredIds.reverse()) {
+      try {
+        await this.#client.request('PUT', `/v1/agent/service/deregister/${encodeURIComponent(id)}`);
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 404)) this.#o.log(`[WARN] proxy: could not deregister ${id}: ${(err as Error).message}`);
+      }
+    }
+    this.#registeredIds = [];
+  }
+}

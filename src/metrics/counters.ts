@@ -1,0 +1,117 @@
+// Data-plane counters: one block of float64 slots per worker in a SharedArrayBuffer.
+// Workers count with a plain `c[S.X] += n` (no message per connection, no label formatting
+// on the hot path); the control thread sums the blocks when Prometheus scrapes.
+//
+// Each slot has exactly one writer (its worker), so no Atomics are needed for correctness
+// of the sum; float64 keeps integers exact up to 2^53 (9 PB of bytes). A reader may see a
+// value a few increments old, which a scrape tolerates.
+//
+// Layout of one worker's block (Float64Array, BLOCK_SLOTS entries): slot i = SLOTS[i] below.
+// The table is the single source of slot numbers and of the labels that go with them.
+
+export const DIRECTIONS = ['inbound', 'outbound'] as const;
+export type Direction = (typeof DIRECTIONS)[number];
+
+/**
+ * Why a connection was refused. Each value is a stable code and a metric label.
+ * - intention: the intention table denied source -> destination (default deny included)
+ * - bad_identity: the peer certificate has no single, well-formed SPIFFE service ID
+ * - foreign_trust_domain: a valid chain, but a SPIFFE ID from another trust domain
+ * - local_app_unreachable: allowed, but the local app refused or timed out
+ * - no_healthy_upstream: no passing instance of the upstream in the catalog
+ * - upstream_connect_failed: TCP/TLS to the chosen instance failed
+ * - upstream_identity_mismatch: the server presented a valid chain with another service's ID
+ * - not_ready: no certificate or table yet
+ */
+export const DENY_REASONS = [
+  'intention',
+  'bad_identity',
+  'foreign_trust_domain',
+  'local_app_unreachable',
+  'no_healthy_upstream',
+  'upstream_connect_failed',
+  'upstream_identity_mismatch',
+  'not_ready',
+] as const;
+export type DenyReason = (typeof DENY_REASONS)[number];
+
+/** TLS handshake failures on the public listener, by reason. */
+export const HANDSHAKE_REASONS = ['no_certificate', 'unknown_ca', 'expired', 'timeout', 'protocol', 'other'] as const;
+export type HandshakeReason = (typeof HANDSHAKE_REASONS)[number];
+
+export interface SlotInfo {
+  readonly family: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface FamilyInfo {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge';
+}
+
+export const FAMILIES: Readonly<Record<string, FamilyInfo>> = {
+  accepted: { name: 'meshd_connections_accepted_total', help: 'Connections accepted by a listener (inbound: after the mTLS handshake).', type: 'counter' },
+  closed: { name: 'meshd_connections_closed_total', help: 'Accepted connections that have closed.', type: 'counter' },
+  denied: { name: 'meshd_connections_denied_total', help: 'Connections refused, by reason.', type: 'counter' },
+  handshake: { name: 'meshd_tls_handshake_failures_total', help: 'Failed TLS handshakes on the public listener, by reason.', type: 'counter' },
+  rx: { name: 'meshd_bytes_received_total', help: 'Bytes received from the downstream peer.', type: 'counter' },
+  tx: { name: 'meshd_bytes_sent_total', help: 'Bytes sent to the downstream peer.', type: 'counter' },
+};
+
+function buildSlots(): { slots: SlotInfo[]; index: Record<string, number> } {
+  const slots: SlotInfo[] = [];
+  const index: Record<string, number> = {};
+  const add = (key: string, family: string, labels: Record<string, string>): void => {
+    index[key] = slots.length;
+    slots.push({ family, labels });
+  };
+  for (const d of DIRECTIONS) {
+    add(`accepted_${d}`, 'accepted', { direction: d });
+    add(`closed_${d}`, 'closed', { direction: d });
+    add(`rx_${d}`, 'rx', { direction: d });
+    add(`tx_${d}`, 'tx', { direction: d });
+  }
+  for (const r of DENY_REASONS) add(`denied_${r}`, 'denied', { reason: r });
+  for (const r of HANDSHAKE_REASONS) add(`handshake_${r}`, 'handshake', { reason: r });
+  return { slots, index };
+}
+
+const built = buildSlots();
+export const SLOTS: readonly SlotInfo[] = built.slots;
+export const BLOCK_SLOTS = SLOTS.length;
+
+function slot(key: string): number {
+  const i = built.index[key];
+  if (i === undefined) throw new Error(`no metric slot ${key}`);
+  return i;
+}
+
+/** Named slot numbers for the hot path. */
+export const S = {
+  ACCEPTED_IN: slot('accepted_inbound'),
+  ACCEPTED_OUT: slot('accepted_outbound'),
+  CLOSED_IN: slot('closed_inbound'),
+  CLOSED_OUT: slot('closed_outbound'),
+  RX_IN: slot('rx_inbound'),
+  TX_IN: slot('tx_inbound'),
+  RX_OUT: slot('rx_outbound'),
+  TX_OUT: slot('tx_outbound'),
+} as const;
+
+export function deniedSlot(reason: DenyReason): number {
+  return slot(`denied_${reason}`);
+}
+
+export function handshakeSlot(reason: HandshakeReason): number {
+  return slot(`handshake_${reason}`);
+}
+
+/** Allocates the shared counter blocks for `workers` workers. */
+export function allocateCounters(workers: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(workers * BLOCK_SLOTS * Float64Array.BYTES_PER_ELEMENT);
+}
+
+export function counterBlock(buffer: SharedArrayBuffer, worker: number): Float64Array {
+  return new Float64Array(buffer, worker * BLOCK_SLOTS * Float64Array.BYTES_PER_ELEMENT, BLOCK_SLOTS);
+}

@@ -1,0 +1,66 @@
+// Data-plane worker thread entry. Receives its configuration from the control thread,
+// binds every listener with reusePort, and then only moves bytes: it never parses config,
+// builds a regex or formats a metric label (those stay on the control thread).
+
+import { parentPort } from 'node:worker_threads';
+import { PolicyTableReader } from '../authz/table.ts';
+import { counterBlock } from '../metrics/counters.ts';
+import { InboundListener } from '../dataplane/inbound.ts';
+import { UpstreamListener } from '../dataplane/outbound.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './messages.ts';
+
+if (parentPort === null) throw new Error('dataplane-worker.ts must run as a worker thread');
+const port = parentPort;
+
+let inbound: InboundListener | null = null;
+const upstreams = new Map<string, UpstreamListener>();
+
+function send(msg: FromWorker): void {
+  port.postMessage(msg);
+}
+
+async function init(msg: WorkerInit): Promise<void> {
+  const counters = counterBlock(msg.counters, msg.index);
+  const policy = new PolicyTableReader(msg.policy, msg.policySlot);
+  let inboundPort: number | null = null;
+  if (msg.inbound !== null) {
+    inbound = new InboundListener(
+      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs },
+      msg.tls,
+    );
+    inboundPort = await inbound.listen(msg.inbound.port);
+  }
+  const ports: Record<string, number> = {};
+  for (const spec of msg.upstreams) {
+    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs }, msg.tls, msg.endpoints[spec.name] ?? []);
+    upstreams.set(spec.name, l);
+    ports[spec.name] = await l.listen(spec.port);
+  }
+  send({ type: 'listening', ports: { inbound: inboundPort, upstreams: ports } });
+}
+
+async function drain(): Promise<void> {
+  await Promise.all([inbound?.close(), ...[...upstreams.values()].map((u) => u.close())]);
+  send({ type: 'drained' });
+}
+
+port.on('message', (msg: ToWorker) => {
+  switch (msg.type) {
+    case 'init':
+      init(msg).catch((err: Error & { code?: string }) => {
+        send({ type: 'fatal', code: err.code ?? 'ERR_WORKER_INIT', message: err.message });
+      });
+      break;
+    case 'tls':
+      inbound?.updateTls(msg.tls);
+      for (const u of upstreams.values()) u.updateTls(msg.tls);
+      break;
+    case 'endpoints':
+      upstreams.get(msg.upstream)?.updateEndpoints(msg.endpoints);
+      break;
+    case 'drain':
+      // Stop accepting; open connections finish on their own (or the process exits).
+      void drain();
+      break;
+  }
+});

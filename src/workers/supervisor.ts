@@ -1,0 +1,148 @@
+// Starts, feeds and restarts a proxy's data-plane worker threads.
+// Runs on: the proxy's control thread.
+//
+// Port 0: every worker must bind the same port for SO_REUSEPORT to spread connections, so
+// worker 0 binds first (possibly port 0), reports the ports the kernel gave it, and the
+// other workers bind exactly those. A crashed worker is replaced on the same ports; the
+// others keep serving (a thread's uncaught error or exit ends only that thread).
+
+import { Worker } from 'node:worker_threads';
+import type { Endpoint, FromWorker, ListeningPorts, ToWorker, TlsMaterial, WorkerInit } from './messages.ts';
+
+export type WorkerBase = Omit<WorkerInit, 'type' | 'index' | 'policySlot' | 'tls' | 'endpoints'>;
+
+export interface SupervisorOptions {
+  readonly count: number;
+  readonly base: WorkerBase;
+  readonly currentTls: () => TlsMaterial;
+  readonly currentEndpoints: () => Record<string, readonly Endpoint[]>;
+  /** Called when a worker died, before its replacement starts (to free its table slot). */
+  readonly onWorkerExit: (index: number, policySlot: number, code: number) => void;
+}
+
+const WORKER_URL = new URL('./dataplane-worker.ts', import.meta.url);
+const MAX_BACKOFF_MS = 5000;
+
+export class StartupError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class WorkerSupervisor {
+  readonly #opts: SupervisorOptions;
+  readonly #workers: (Worker | null)[];
+  #ports: ListeningPorts | null = null;
+  #stopping = false;
+  #restarts = 0;
+  readonly #failures: number[];
+
+  constructor(opts: SupervisorOptions) {
+    this.#opts = opts;
+    this.#workers = new Array<Worker | null>(opts.count).fill(null);
+    this.#failures = new Array<number>(opts.count).fill(0);
+  }
+
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  get count(): number {
+    return this.#opts.count;
+  }
+
+  async start(): Promise<ListeningPorts> {
+    const first = await this.#spawn(0, this.#opts.base.inbound?.port ?? 0, null);
+    this.#ports = first;
+    await Promise.all(Array.from({ length: this.#opts.count - 1 }, (_v, i) => this.#spawn(i + 1, first.inbound ?? 0, first)));
+    return first;
+  }
+
+  broadcast(msg: ToWorker): void {
+    for (const w of this.#workers) w?.postMessage(msg);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all(
+      this.#workers.map(async (w) => {
+        if (w === null) return;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 2000);
+          w.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          w.on('message', (m: FromWorker) => {
+            if (m.type === 'drained') {
+              clearTimeout(t);
+              resolve();
+            }
+          });
+          w.postMessage({ type: 'drain' } satisfies ToWorker);
+        });
+        await w.terminate();
+      }),
+    );
+  }
+
+  #spawn(index: number, inboundPort: number, ports: ListeningPorts | null): Promise<ListeningPorts> {
+    const base = this.#opts.base;
+    const init: WorkerInit = {
+      ...base,
+      type: 'init',
+      index,
+      policySlot: index + 1,
+      inbound: base.inbound === null ? null : { ...base.inbound, port: inboundPort },
+      upstreams: base.upstreams.map((u) => ({ ...u, port: ports?.upstreams[u.name] ?? u.port })),
+      tls: this.#opts.currentTls(),
+      endpoints: this.#opts.currentEndpoints(),
+    };
+    const worker = new Worker(WORKER_URL, { name: `meshd-dataplane-${index}` });
+    this.#workers[index] = worker;
+    return new Promise<ListeningPorts>((resolve, reject) => {
+      let ready = false;
+      worker.on('message', (m: FromWorker) => {
+        if (m.type === 'listening') {
+          ready = true;
+          this.#failures[index] = 0;
+          resolve(m.ports);
+        } else if (m.type === 'fatal') {
+          reject(new StartupError(m.code, m.message));
+          void worker.terminate();
+        }
+      });
+      worker.on('error', (err) => {
+        if (!ready) reject(new StartupError('ERR_WORKER_CRASHED', err.message));
+        else process.stderr.write(`meshd: data-plane worker ${index} crashed: ${err.message}\n`);
+      });
+      worker.on('exit', (code) => {
+        if (this.#workers[index] === worker) this.#workers[index] = null;
+        this.#opts.onWorkerExit(index, index + 1, code);
+        if (!ready) {
+          reject(new StartupError('ERR_WORKER_EXIT', `data-plane worker ${index} exited with code ${code} during startup`));
+          return;
+        }
+        if (this.#stopping) return;
+        this.#restart(index);
+      });
+      worker.postMessage(init);
+    });
+  }
+
+  #restart(index: number): void {
+    this.#restarts++;
+    const n = (this.#failures[index] ?? 0) + 1;
+    this.#failures[index] = n;
+    const delay = Math.min(MAX_BACKOFF_MS, 50 * 2 ** (n - 1));
+    setTimeout(() => {
+      if (this.#stopping || this.#ports === null) return;
+      this.#spawn(index, this.#ports.inbound ?? 0, this.#ports).catch((err: Error) => {
+        process.stderr.write(`meshd: could not restart data-plane worker ${index}: ${err.message}\n`);
+        this.#restart(index);
+      });
+    }, delay).unref();
+  }
+}
