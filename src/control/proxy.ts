@@ -12,7 +12,7 @@ import { allocateCounters, counterBlock } from '../metrics/counters.ts';
 import { renderPrometheus } from '../metrics/prometheus.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
 import type { Endpoint, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
-import { AgentClient, ApiError } from './client.ts';
+import { ApiError, type AgentClient } from './client.ts';
 import { legacyToRule, type LegacyIntention } from './intentions.ts';
 import { PolicyEngine } from './policy.ts';
 import { renewalDelayMs } from './renewal.ts';

@@ -114,7 +114,7 @@ export class WorkerSupervisor {
           void worker.terminate();
         }
       });
-      worker.on('error', (err) => {
+      worker.on('error', (err: Error) => {
         if (!ready) reject(new StartupError('ERR_WORKER_CRASHED', err.message));
         else process.stderr.write(`meshd: data-plane worker ${index} crashed: ${err.message}\n`);
       });

@@ -21,7 +21,7 @@ describe('meshd CLI', () => {
   test('the bin shim runs the CLI on the pinned runtime', async () => {
     const bin = fileURLToPath(new URL('../../bin/meshd.js', import.meta.url));
     const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [bin, 'version'], (err, stdout) => (err === null ? resolve(stdout) : reject(err))),
+      execFile(process.execPath, [bin, 'version'], (err, stdout) => (err === null ? resolve(stdout) : reject(new Error(err.message)))),
     );
     assert.match(out, /^meshd v\d+\.\d+\.\d+ \(node 2\d\./);
   });
