@@ -73,7 +73,8 @@ const STATUSES: readonly CheckStatus[] = ['passing', 'warning', 'critical'];
 export function decodeRegistration(body: JsonObject): Registration {
   const name = reqString(body, 'Name');
   if (!SERVICE_NAME_RE.test(name)) throw new FieldError('Name', 'must be 1-128 characters of letters, digits, ".", "_" or "-", starting with a letter or digit');
-  const id = optString(body, 'ID') ?? name;
+  // Consul: an empty ID means the service name.
+  const id = optString(body, 'ID') || name;
   const kindRaw = optString(body, 'Kind') ?? '';
   if (kindRaw !== '' && kindRaw !== 'connect-proxy') throw new FieldError('Kind', `unsupported kind ${JSON.stringify(kindRaw)} (use "connect-proxy" or omit it)`);
   const kind: ServiceKind = kindRaw;
@@ -111,6 +112,10 @@ export function decodeRegistration(body: JsonObject): Registration {
     Proxy: proxy,
   };
 
+  const many = pick(body, 'Checks');
+  if (many !== undefined && many !== null && !(Array.isArray(many) && many.length === 0)) {
+    throw new FieldError('Checks', 'is not supported: register one TTL check with "Check"');
+  }
   let check: Registration['check'] = null;
   const c = optObject(body, 'Check');
   if (c !== undefined) {
@@ -118,7 +123,7 @@ export function decodeRegistration(body: JsonObject): Registration {
     if (ttl === undefined) throw new FieldError('Check.TTL', 'is required (this agent runs TTL checks only)');
     const ttlMs = parseDuration(ttl, 'Check.TTL');
     if (ttlMs < 1000) throw new FieldError('Check.TTL', 'must be at least 1s');
-    const status = (optString(c, 'Status', 'Check.Status') ?? 'critical') as CheckStatus;
+    const status = (optString(c, 'Status', 'Check.Status') || 'critical') as CheckStatus;
     if (!STATUSES.includes(status)) throw new FieldError('Check.Status', 'must be passing, warning or critical');
     check = {
       CheckID: optString(c, 'CheckID', 'Check.CheckID') ?? `service:${id}`,

@@ -61,7 +61,11 @@ export class Router {
         if (route.method !== req.method) continue;
         const params: Record<string, string> = {};
         route.keys.forEach((k, i) => {
-          params[k] = decodeURIComponent(m[i + 1] as string);
+          try {
+            params[k] = decodeURIComponent(m[i + 1] as string);
+          } catch {
+            throw new HttpError(400, `malformed percent-encoding in path parameter ${k}`);
+          }
         });
         await route.handler({ req, res, url, params, signal: controller.signal });
         return;

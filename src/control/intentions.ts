@@ -87,7 +87,7 @@ export function decodeExactBody(body: JsonObject): { action: Action; description
   rejectUnknown(body, ['SourceType', 'Action', 'Description', 'SourceName', 'DestinationName', 'SourceNS', 'DestinationNS', 'Meta', 'Permissions'], '');
   const action = optString(body, 'Action');
   if (action !== 'allow' && action !== 'deny') throw new FieldError('Action', 'must be "allow" or "deny"');
-  const type = optString(body, 'SourceType') ?? 'consul';
+  const type = optString(body, 'SourceType') || 'consul';
   if (type !== 'consul') throw new FieldError('SourceType', 'must be "consul"');
   const description = optString(body, 'Description') ?? '';
   if (description.length > 512) throw new FieldError('Description', 'must be at most 512 characters');

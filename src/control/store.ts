@@ -123,9 +123,9 @@ export class FileStore implements Store {
   #maxIndex(tables: readonly string[]): number {
     let max = 0;
     for (const t of tables) max = Math.max(max, this.tableIndex(t));
-    // An empty table still reports a positive index so blocking clients (which treat 0 as
-    // "no index") can block on it.
-    return max === 0 ? Math.max(1, this.#index) : max;
+    // A never-written table reports 1, not 0 (blocking clients treat 0 as "no index"), and
+    // not the global index: a write to another table must not wake its watchers.
+    return Math.max(1, max);
   }
 
   #table(name: string): { index: number; entries: Map<string, Entry<unknown>> } {
@@ -155,13 +155,19 @@ export class FileStore implements Store {
   }
 
   #load(file: string): void {
-    let parsed: Persisted;
+    let raw: unknown;
     try {
-      parsed = JSON.parse(readFileSync(file, 'utf8')) as Persisted;
+      raw = JSON.parse(readFileSync(file, 'utf8'));
     } catch (err) {
       throw new Error(`cannot read ${file}: ${(err as Error).message}; move it away to start with empty state`, { cause: err });
     }
-    if (parsed.version !== 1) throw new Error(`${file} has unknown version ${String(parsed.version)}`);
+    const parsed = raw as Partial<Persisted> | null;
+    const version: unknown = parsed?.version;
+    if (typeof version === 'number' && version !== 1) {
+      throw new Error(`${file} has unknown version ${version}: it was written by another meshd; move it away to start with empty state`);
+    }
+    const valid = parsed !== null && typeof parsed === 'object' && version === 1 && Number.isInteger(parsed.index) && typeof parsed.tables === 'object' && parsed.tables !== null;
+    if (!valid || parsed.index === undefined || parsed.tables === undefined) throw new Error(`${file} is not a meshd state file (version 1): move it away to start with empty state`);
     this.#index = parsed.index;
     for (const [name, t] of Object.entries(parsed.tables)) {
       this.#tables.set(name, { index: t.index, entries: new Map(Object.entries(t.entries)) });
