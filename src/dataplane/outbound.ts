@@ -85,10 +85,14 @@ export class UpstreamListener {
     };
     upstream.once('timeout', failed);
     upstream.once('error', failed);
+    // The app may give up while the upstream handshake is still running.
+    const abandoned = (): void => void upstream.destroy();
+    client.once('close', abandoned);
     upstream.once('secureConnect', () => {
       upstream.setTimeout(0);
       upstream.off('timeout', failed);
       upstream.off('error', failed);
+      client.off('close', abandoned);
       const c = this.#deps.counters;
       c[S.ACCEPTED_OUT] = (c[S.ACCEPTED_OUT] as number) + 1;
       splice(client, upstream, () => {

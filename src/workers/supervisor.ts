@@ -18,6 +18,8 @@ export interface SupervisorOptions {
   readonly currentEndpoints: () => Record<string, readonly Endpoint[]>;
   /** Called when a worker died, before its replacement starts (to free its table slot). */
   readonly onWorkerExit: (index: number, policySlot: number, code: number) => void;
+  /** The worker script; tests wrap the real one to inject faults. */
+  readonly workerUrl?: URL;
 }
 
 const WORKER_URL = new URL('./dataplane-worker.ts', import.meta.url);
@@ -64,6 +66,19 @@ export class WorkerSupervisor {
     for (const w of this.#workers) w?.postMessage(msg);
   }
 
+  /** Sends to one worker (false when that worker is down or restarting). */
+  post(index: number, msg: unknown): boolean {
+    const w = this.#workers[index];
+    if (w === null || w === undefined) return false;
+    w.postMessage(msg);
+    return true;
+  }
+
+  /** Indexes of the workers that are running now. */
+  running(): number[] {
+    return this.#workers.flatMap((w, i) => (w === null ? [] : [i]));
+  }
+
   async stop(): Promise<void> {
     this.#stopping = true;
     await Promise.all(
@@ -100,7 +115,7 @@ export class WorkerSupervisor {
       tls: this.#opts.currentTls(),
       endpoints: this.#opts.currentEndpoints(),
     };
-    const worker = new Worker(WORKER_URL, { name: `meshd-dataplane-${index}` });
+    const worker = new Worker(this.#opts.workerUrl ?? WORKER_URL, { name: `meshd-dataplane-${index}` });
     this.#workers[index] = worker;
     return new Promise<ListeningPorts>((resolve, reject) => {
       let ready = false;
