@@ -1,197 +1,71 @@
-// The built-in CA: root generation and loading, leaf CSR creation (proxy side) and
-// leaf CSR signing (CA side), following Consul's "consul" provider (consul-mesh.md §1).
+// The built-in CA: root generation, loading and validation (including a root the user
+// brings), cross-signing for root rotation, leaf CSR creation (proxy side) and leaf CSR
+// signing (CA side), following Consul's "consul" provider (consul-mesh.md §1).
 //
-// Runs on: the control thread (generateRoot, loadRoot), the signing worker
-// (signLeafCsr, via sign-task.ts), and proxies (createLeafCsr).
+// Runs on: the control thread (generateRoot, loadRoot, validateProvidedRoot,
+// crossSignRoot), the signing worker (signLeafCsr's fast path, via sign-task.ts, which
+// imports leaf.ts directly), and proxies (createLeafCsr).
 //
 // Everything here is a function of its arguments: the clock comes in as `now`, keys and
-// certificates come in as PEM, and nothing is cached between calls. Certificates are
-// built with @peculiar/x509 on WebCrypto; the extensions whose bytes Consul defines
-// differently from the library's defaults (SKI/AKI) are built from our own bytes.
+// certificates come in as PEM. Roots and CSRs are built with @peculiar/x509 on WebCrypto
+// (rare operations; the library is a second encoder independent of ours). Leaves and
+// cross-signed certificates are assembled from DER pieces by our own code (leaf.ts,
+// x509.ts) and signed with node:crypto; the @peculiar leaf path lives on in reference.ts
+// as the specification the fast path is tested against.
 
 import 'reflect-metadata'; // must precede @peculiar/x509 (tsyringe needs the polyfill)
 import * as x509 from '@peculiar/x509';
 import { createPrivateKey, createPublicKey, randomInt, webcrypto } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { sequence, time, unsignedInteger } from './asn1.ts';
 import { colonHex, hex, keyId, pemDecode, pemEncode, randomSerial, sha1Fingerprint } from './certs.ts';
 import { readCertIdentity } from './der.ts';
+import { CaError } from './errors.ts';
+import { checkTtl, floorToSecond, signLeafFast, wholeSeconds } from './leaf.ts';
 import { parseSpiffeId, signingSpiffeId, trustDomainFor } from './spiffe.ts';
+import { DEFAULT_EC_KEY_BITS, GENERATED_KEY_BITS } from './types.ts';
+import type { CaKeyType, IssuedCert, RootMaterial, SignLeafRequest } from './types.ts';
+import {
+  KEY_USAGE_CERT_SIGN,
+  OID_AUTHORITY_KEY_ID,
+  OID_SUBJECT_KEY_ID,
+  SUPPORTED_CA_KEYS,
+  VERSION_V3,
+  authorityKeyIdExtension,
+  describeCaKey,
+  extensionsField,
+  keyUsageOf,
+  parseCertificate,
+  signCertificate,
+  signatureAlgorithmFor,
+  signingKeyIdOf,
+  subjectKeyIdExtension,
+} from './x509.ts';
+import type { ParsedCertificate } from './x509.ts';
+
+export { CA_ERROR_CODES, CSR_ERROR_CODES, CaError, CsrError } from './errors.ts';
+export type { CaErrorCode, CsrErrorCode } from './errors.ts';
+export type { CaKeyType, IssuedCert, RootMaterial, SignLeafRequest } from './types.ts';
+export { DEFAULT_EC_KEY_BITS, GENERATED_KEY_BITS } from './types.ts';
+export { CLOCK_SKEW_BUFFER_MS, DEFAULT_LEAF_TTL_MS, MAX_CSR_PEM_LENGTH } from './leaf.ts';
 
 x509.cryptoProvider.set(webcrypto);
 
 const subtle = webcrypto.subtle;
-
-// ---------------------------------------------------------------------------------------
-// Constants, each with where it comes from.
 
 const HOUR_MS = 3_600_000;
 
 /** RootCertTTL default `87600h` (§1.8). */
 export const DEFAULT_ROOT_TTL_MS = 87_600 * HOUR_MS;
 
-/** LeafCertTTL default `72h` (§1.8). */
-export const DEFAULT_LEAF_TTL_MS = 72 * HOUR_MS;
+/** Cross-signed certificates are back-dated like leaves: NotBefore = now − 1 min (§1.12 step 3). */
+export const CROSS_SIGN_BACKDATE_MS = 60_000;
 
-/** Leaf NotBefore back-dating, Consul's `CertificateTimeDriftBuffer` = 1 minute (§1.7). */
-export const CLOCK_SKEW_BUFFER_MS = 60_000;
-
-/** Leaf and root keys are EC P-256 (§1.3: Consul's default `ec`/256; leaves always P-256). */
+/** Leaf keys are always EC P-256 (§1.3). */
 const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-
-/** ECDSAWithSHA256 for any EC CA key (§1.3). */
-const SIGNING_ALGORITHM = { name: 'ECDSA', hash: 'SHA-256' } as const;
-
-const OID_SUBJECT_ALT_NAME = '2.5.29.17';
-
-/**
- * Largest CSR PEM we parse. A P-256 CSR with one URI SAN is ~0.5 KiB; 16 KiB leaves room
- * for long IDs and future DNS SANs while keeping the ASN.1 parser away from huge input.
- */
-export const MAX_CSR_PEM_LENGTH = 16 * 1024;
-
-// ---------------------------------------------------------------------------------------
-// Errors. Codes are stable: they are metric labels and API error identifiers.
-
-/** Why a leaf CSR was refused. Messages for Consul's checks are Consul's own (§1.11). */
-export type CsrErrorCode =
-  | 'CSR_MALFORMED'
-  | 'CSR_BAD_SIGNATURE'
-  | 'CSR_INVALID_URI_COUNT'
-  | 'CSR_EMAIL_SAN'
-  | 'CSR_UNSUPPORTED_SAN'
-  | 'CSR_INVALID_SPIFFE_ID'
-  | 'CSR_INVALID_ID_KIND'
-  | 'CSR_UNSUPPORTED_ID_KIND'
-  | 'CSR_WRONG_DATACENTER'
-  | 'CSR_WRONG_TRUST_DOMAIN'
-  | 'CSR_UNSUPPORTED_KEY';
-
-export const CSR_ERROR_CODES: readonly CsrErrorCode[] = [
-  'CSR_MALFORMED',
-  'CSR_BAD_SIGNATURE',
-  'CSR_INVALID_URI_COUNT',
-  'CSR_EMAIL_SAN',
-  'CSR_UNSUPPORTED_SAN',
-  'CSR_INVALID_SPIFFE_ID',
-  'CSR_INVALID_ID_KIND',
-  'CSR_UNSUPPORTED_ID_KIND',
-  'CSR_WRONG_DATACENTER',
-  'CSR_WRONG_TRUST_DOMAIN',
-  'CSR_UNSUPPORTED_KEY',
-];
-
-/** A CSR the caller sent is not acceptable (Consul's `InvalidCSRError`): a 400, not a 500. */
-export class CsrError extends Error {
-  readonly code: CsrErrorCode;
-  constructor(code: CsrErrorCode, message: string) {
-    super(message);
-    this.name = 'CsrError';
-    this.code = code;
-  }
-}
-
-/** The CA's own material is unusable (bad root on load, expired root when signing). */
-export type CaErrorCode =
-  | 'CA_ROOT_MALFORMED'
-  | 'CA_ROOT_UNSUPPORTED_KEY'
-  | 'CA_ROOT_KEY_MISMATCH'
-  | 'CA_ROOT_NOT_CA'
-  | 'CA_ROOT_BAD_URI'
-  | 'CA_ROOT_EXPIRED';
-
-export const CA_ERROR_CODES: readonly CaErrorCode[] = [
-  'CA_ROOT_MALFORMED',
-  'CA_ROOT_UNSUPPORTED_KEY',
-  'CA_ROOT_KEY_MISMATCH',
-  'CA_ROOT_NOT_CA',
-  'CA_ROOT_BAD_URI',
-  'CA_ROOT_EXPIRED',
-];
-
-export class CaError extends Error {
-  readonly code: CaErrorCode;
-  constructor(code: CaErrorCode, message: string) {
-    super(message);
-    this.name = 'CaError';
-    this.code = code;
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Types.
-
-/** A root CA: the PEMs plus the derived values Consul publishes in `/connect/ca/roots`. */
-export type RootMaterial = {
-  /** Self-signed root certificate, PEM, newline-terminated (§1.9: RootCert ends in \n). */
-  certPem: string;
-  /** Root private key, PKCS#8 PEM. Never leaves the CA's process except to its own worker. */
-  keyPem: string;
-  /** Root `ID`: SHA-1 fingerprint of the cert DER, colon-hex (§1.4). */
-  id: string;
-  /** `SigningKeyID`: colon-hex of the root's SubjectKeyId (§1.4). */
-  signingKeyId: string;
-  /** Serial, colon-hex of the big-endian minimal bytes (Consul's EncodeSerialNumber form). */
-  serialNumber: string;
-  notBefore: Date;
-  notAfter: Date;
-  /** Lower-case `<cluster-id>.consul`, from the root's URI SAN. */
-  trustDomain: string;
-};
-
-/** Consul's `structs.IssuedCert` JSON (§1.10), as the HTTP API returns it. */
-export type IssuedCert = {
-  SerialNumber: string;
-  CertPEM: string;
-  Service: string;
-  ServiceURI: string;
-  ValidAfter: string;
-  ValidBefore: string;
-  Namespace: string;
-  Datacenter: string;
-};
-
-export type SignLeafRequest = {
-  csrPem: string;
-  root: RootMaterial;
-  /** The cluster's current trust domain (Consul checks against config, not the root). */
-  trustDomain: string;
-  /** This server's datacenter. */
-  datacenter: string;
-  now: Date;
-  ttlMs?: number;
-};
 
 // ---------------------------------------------------------------------------------------
 // Small pure helpers.
-
-/**
- * X.509 times have one-second resolution (RFC 5280 §4.1.2.5). Truncating `now` up front
- * keeps the certificate's fields, RootMaterial and IssuedCert in exact agreement.
- */
-function wholeSeconds(d: Date, what: string): number {
-  const t = d instanceof Date ? d.getTime() : NaN;
-  if (!Number.isFinite(t)) throw new RangeError(`${what} must be a valid Date`);
-  return Math.floor(t / 1000) * 1000;
-}
-
-function checkTtl(ttlMs: number, what: string): number {
-  if (!Number.isSafeInteger(ttlMs) || ttlMs < 1000) {
-    throw new RangeError(`${what} must be a whole number of milliseconds >= 1000, got ${ttlMs}`);
-  }
-  return ttlMs;
-}
-
-/** Go's RFC3339 output for UTC whole seconds: `2018-05-21T16:33:28Z` (no fraction). */
-function rfc3339(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
-
-/** Colon-hex of a hex serial with leading zero octets removed (Go's big.Int.Bytes()). */
-function serialColonHex(serialHex: string): string {
-  const bytes = Buffer.from(serialHex.length % 2 ? `0${serialHex}` : serialHex, 'hex');
-  let i = 0;
-  while (i < bytes.length - 1 && bytes[i] === 0) i++;
-  return colonHex(bytes.subarray(i));
-}
 
 const BASE36 = '0123456789abcdefghijklmnopqrstuvwxyz';
 
@@ -205,26 +79,67 @@ function rootCommonName(trustDomain: string): string {
   return `pri-${uid}.consul.ca.${trustDomain.slice(0, 8)}.consul`;
 }
 
-function derOf(cert: x509.X509Certificate): Uint8Array {
-  return new Uint8Array(cert.rawData);
+/**
+ * Resolves `privateKeyType`/`privateKeyBits` for a key meshd generates (§1.3): EC 256
+ * (default), 384 or 521; RSA 2048 or 4096, bits required. RangeError otherwise: the
+ * config decoder (src/control/ca-config.ts) refuses bad values at the edge, so one that
+ * gets here is a caller bug.
+ */
+export function generatedKeyParams(type: CaKeyType = 'ec', bits?: number): { type: CaKeyType; bits: number } {
+  if (type !== 'ec' && type !== 'rsa') throw new RangeError(`privateKeyType must be "ec" or "rsa", got ${JSON.stringify(type)}`);
+  const b = bits ?? (type === 'ec' ? DEFAULT_EC_KEY_BITS : undefined);
+  if (b === undefined) throw new RangeError('privateKeyBits is required when privateKeyType is "rsa" (2048 or 4096)');
+  if (!GENERATED_KEY_BITS[type].includes(b)) {
+    throw new RangeError(`privateKeyBits for ${type} must be one of ${GENERATED_KEY_BITS[type].join(', ')}, got ${b}`);
+  }
+  return { type, bits: b };
+}
+
+/** WebCrypto parameters for a CA key: import, and signing (SHA-256 whatever the curve, §1.3). */
+export function webCryptoCaAlgorithms(
+  type: CaKeyType,
+  bits: number,
+): { key: webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams; signing: webcrypto.EcdsaParams | webcrypto.Algorithm } {
+  if (type === 'rsa') {
+    return {
+      key: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+      signing: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+    };
+  }
+  const namedCurve = bits === 384 ? 'P-384' : bits === 521 ? 'P-521' : 'P-256';
+  return { key: { name: 'ECDSA', namedCurve }, signing: { name: 'ECDSA', hash: 'SHA-256' } };
 }
 
 // ---------------------------------------------------------------------------------------
 // Roots.
 
 /**
- * Generates a self-signed root CA (§1.5): EC P-256, CN `pri-….consul.ca.<td8>.consul`,
- * one URI SAN `spiffe://<td>`, critical BasicConstraints CA:true, critical KeyUsage
- * keyCertSign|cRLSign|digitalSignature, SKI = AKI = KeyId (SHA-256 of SPKI),
- * NotBefore = now (roots are not back-dated), NotAfter = now + ttl.
+ * Generates a self-signed root CA (§1.5): key of the given type (EC P-256 by default),
+ * CN `pri-….consul.ca.<td8>.consul`, one URI SAN `spiffe://<td>`, critical
+ * BasicConstraints CA:true, critical KeyUsage keyCertSign|cRLSign|digitalSignature,
+ * SKI = AKI = KeyId (SHA-256 of SPKI), NotBefore = now (roots are not back-dated),
+ * NotAfter = now + ttl. Signed with SHA-256 (ECDSA for any curve, PKCS#1 v1.5 for RSA).
+ * An RSA-4096 key takes seconds to generate.
  */
-export async function generateRoot(opts: { clusterId: string; now: Date; ttlMs?: number }): Promise<RootMaterial> {
+export async function generateRoot(opts: {
+  clusterId: string;
+  now: Date;
+  ttlMs?: number;
+  privateKeyType?: CaKeyType;
+  privateKeyBits?: number;
+}): Promise<RootMaterial> {
   const trustDomain = trustDomainFor(opts.clusterId);
   const rootUri = signingSpiffeId(trustDomain); // throws RangeError on a bad cluster ID
   const notBefore = wholeSeconds(opts.now, 'now');
-  const notAfter = notBefore + checkTtl(opts.ttlMs ?? DEFAULT_ROOT_TTL_MS, 'ttlMs');
+  const notAfter = floorToSecond(notBefore + checkTtl(opts.ttlMs ?? DEFAULT_ROOT_TTL_MS, 'ttlMs'));
+  const { type, bits } = generatedKeyParams(opts.privateKeyType, opts.privateKeyBits);
+  const algs = webCryptoCaAlgorithms(type, bits);
 
-  const keys = await subtle.generateKey(EC_P256, true, ['sign', 'verify']);
+  const keyParams: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams =
+    type === 'rsa'
+      ? { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }
+      : (algs.key as webcrypto.EcKeyGenParams);
+  const keys = await subtle.generateKey(keyParams, true, ['sign', 'verify']);
   const spki = new Uint8Array(await subtle.exportKey('spki', keys.publicKey));
   const ski = hex(keyId(spki));
 
@@ -233,7 +148,7 @@ export async function generateRoot(opts: { clusterId: string; now: Date; ttlMs?:
     name: `CN=${rootCommonName(trustDomain)}`,
     notBefore: new Date(notBefore),
     notAfter: new Date(notAfter),
-    signingAlgorithm: SIGNING_ALGORITHM,
+    signingAlgorithm: algs.signing,
     keys,
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
@@ -249,72 +164,220 @@ export async function generateRoot(opts: { clusterId: string; now: Date; ttlMs?:
   });
 
   const pkcs8 = new Uint8Array(await subtle.exportKey('pkcs8', keys.privateKey));
-  return describeRoot(cert, pemEncode('PRIVATE KEY', pkcs8), trustDomain);
+  return loadRoot(pemEncode('CERTIFICATE', new Uint8Array(cert.rawData)), pemEncode('PRIVATE KEY', pkcs8));
 }
 
-/** Builds RootMaterial from a parsed root (already validated by the caller). */
-function describeRoot(cert: x509.X509Certificate, keyPem: string, trustDomain: string): RootMaterial {
-  const der = derOf(cert);
-  const skiExt = cert.getExtension(x509.SubjectKeyIdentifierExtension);
-  // A supplied root without an SKI still gets a SigningKeyID: Consul's KeyId of its key.
-  const ski = skiExt ? Buffer.from(skiExt.keyId, 'hex') : keyId(new Uint8Array(cert.publicKey.rawData));
-  return {
-    certPem: pemEncode('CERTIFICATE', der),
-    keyPem,
-    id: sha1Fingerprint(der),
-    signingKeyId: colonHex(ski),
-    serialNumber: serialColonHex(cert.serialNumber),
-    notBefore: cert.notBefore,
-    notAfter: cert.notAfter,
-    trustDomain,
-  };
+/** How a root's two PEMs are named in errors: by role (loadRoot) or by config field. */
+type Names = { cert: string; key: string };
+const STORED_NAMES: Names = { cert: 'root certificate', key: 'root private key' };
+const CONFIG_NAMES: Names = { cert: 'RootCert', key: 'PrivateKey' };
+
+/** Colon-hex of an INTEGER's content without leading zero octets (Go's big.Int.Bytes()). */
+function serialColonHex(content: Uint8Array): string {
+  let i = 0;
+  while (i < content.length - 1 && content[i] === 0) i++;
+  return colonHex(content.subarray(i));
+}
+
+function keyTypeName(key: KeyObject): string {
+  const d = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === 'ec') return `EC ${d?.namedCurve ?? 'unknown curve'}`;
+  if (key.asymmetricKeyType === 'rsa') return `RSA ${d?.modulusLength ?? '?'} bits`;
+  return String(key.asymmetricKeyType);
 }
 
 /**
- * Loads a root from its PEMs (agent restart from the data dir, or a user-supplied
- * `RootCert` + `PrivateKey`, §1.5). The key may be PKCS#8 or SEC1 (`EC PRIVATE KEY`, what
- * Consul writes); it is normalised to PKCS#8. Checks, each a CaError:
- * EC P-256 key; key matches the certificate; CA:TRUE; exactly one URI SAN and it is a
- * signing ID `spiffe://<td>` (the docs' requirement for a supplied root).
+ * The structural checks every root must pass, whether it comes from our data directory or
+ * from a user, each a coded CaError whose message names the rule:
+ * PEMs parse (CA_ROOT_MALFORMED); key type is one meshd signs with
+ * (CA_ROOT_UNSUPPORTED_KEY); key matches the certificate (CA_ROOT_KEY_MISMATCH);
+ * BasicConstraints CA:TRUE and, when KeyUsage is present, keyCertSign (CA_ROOT_NOT_CA);
+ * exactly one URI SAN, a signing ID `spiffe://<td>` (CA_ROOT_BAD_URI).
  */
-export function loadRoot(certPem: string, keyPem: string): RootMaterial {
-  let cert: x509.X509Certificate;
+function inspectRoot(certPem: string, keyPem: string, names: Names): { material: RootMaterial; cert: ParsedCertificate } {
   let der: Uint8Array;
+  let cert: ParsedCertificate;
   try {
     der = pemDecode(certPem, 'CERTIFICATE');
-    cert = new x509.X509Certificate(der);
+    cert = parseCertificate(der);
   } catch (err) {
-    throw new CaError('CA_ROOT_MALFORMED', `root certificate is not a PEM X.509 certificate: ${String(err)}`);
+    throw new CaError('CA_ROOT_MALFORMED', `${names.cert} is not a PEM X.509 certificate: ${String(err)}`);
+  }
+  const ident = readCertIdentity(der);
+  if (ident === null) {
+    throw new CaError('CA_ROOT_MALFORMED', `${names.cert} is not strict DER, or repeats an extension (RFC 5280 §4.2 allows each once)`);
   }
 
-  let privateKey;
+  let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(keyPem);
   } catch (err) {
-    throw new CaError('CA_ROOT_MALFORMED', `root private key could not be parsed: ${String(err)}`);
+    throw new CaError(
+      'CA_ROOT_MALFORMED',
+      `${names.key} could not be parsed (PKCS#8, SEC1 "EC PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY" PEM, unencrypted): ${String(err)}`,
+    );
   }
-  if (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new CaError('CA_ROOT_UNSUPPORTED_KEY', 'root private key must be EC P-256 (RSA and other curves are not supported yet)');
+  const kind = describeCaKey(privateKey);
+  if (kind === null) {
+    throw new CaError('CA_ROOT_UNSUPPORTED_KEY', `${names.key} is ${keyTypeName(privateKey)}; supported key types are ${SUPPORTED_CA_KEYS}`);
   }
-  const keySpki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
-  if (!keySpki.equals(new Uint8Array(cert.publicKey.rawData))) {
-    throw new CaError('CA_ROOT_KEY_MISMATCH', 'root private key does not match the root certificate public key');
+  let certKey: KeyObject;
+  try {
+    certKey = createPublicKey({ key: Buffer.from(cert.spki), format: 'der', type: 'spki' });
+  } catch (err) {
+    throw new CaError('CA_ROOT_MALFORMED', `${names.cert} public key could not be parsed: ${String(err)}`);
+  }
+  // Types first: on Node 24.21, KeyObject.equals() between keys of different types returns
+  // false but leaves "different key types" on OpenSSL's error queue, and the next
+  // createPrivateKey() in this thread then fails with it (test/ca/byo-root.test.ts).
+  const publicKey = createPublicKey(privateKey);
+  if (certKey.asymmetricKeyType !== publicKey.asymmetricKeyType || !certKey.equals(publicKey)) {
+    throw new CaError('CA_ROOT_KEY_MISMATCH', `${names.key} does not match the public key of ${names.cert}`);
   }
 
-  const ident = readCertIdentity(der);
-  if (ident === null) throw new CaError('CA_ROOT_MALFORMED', 'root certificate is not strict DER');
-  if (!ident.isCA) throw new CaError('CA_ROOT_NOT_CA', 'root certificate lacks basicConstraints CA:TRUE');
+  if (!ident.isCA) {
+    throw new CaError('CA_ROOT_NOT_CA', `${names.cert} is not a CA: a basicConstraints extension with CA:TRUE is required`);
+  }
+  let keyUsage: number | null;
+  try {
+    keyUsage = keyUsageOf(cert);
+  } catch (err) {
+    throw new CaError('CA_ROOT_MALFORMED', `${names.cert} keyUsage could not be parsed: ${String(err)}`);
+  }
+  if (keyUsage !== null && (keyUsage & KEY_USAGE_CERT_SIGN) === 0) {
+    throw new CaError('CA_ROOT_NOT_CA', `${names.cert} keyUsage does not include keyCertSign, so it cannot sign leaf certificates`);
+  }
   const uri = ident.uris.length === 1 ? ident.uris[0] : undefined;
   const id = uri === undefined ? null : parseSpiffeId(uri);
   if (id === null || id.kind !== 'signing') {
     throw new CaError(
       'CA_ROOT_BAD_URI',
-      `root certificate must carry exactly one URI SAN of the form spiffe://<cluster-id>.consul, found ${JSON.stringify(ident.uris)}`,
+      `${names.cert} must carry exactly one URI SAN, of the form spiffe://<cluster-id>.consul; found ${JSON.stringify(ident.uris)}`,
     );
   }
 
-  const pkcs8Pem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  return describeRoot(cert, pkcs8Pem, id.trustDomain);
+  let signingKeyId: Uint8Array;
+  try {
+    signingKeyId = signingKeyIdOf(cert);
+  } catch (err) {
+    throw new CaError('CA_ROOT_MALFORMED', `${names.cert} subjectKeyIdentifier could not be parsed: ${String(err)}`);
+  }
+  const material: RootMaterial = {
+    certPem: pemEncode('CERTIFICATE', der),
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    id: sha1Fingerprint(der),
+    // A supplied root without an SKI still gets a SigningKeyID: Consul's KeyId of its key.
+    signingKeyId: colonHex(signingKeyId),
+    serialNumber: serialColonHex(cert.serial),
+    notBefore: new Date(cert.notBeforeMs),
+    notAfter: new Date(cert.notAfterMs),
+    trustDomain: id.trustDomain,
+    privateKeyType: kind.type,
+    privateKeyBits: kind.bits,
+  };
+  return { material, cert };
+}
+
+/**
+ * Loads a root from its PEMs (agent restart from the data dir). The key may be PKCS#8,
+ * SEC1 (`EC PRIVATE KEY`, what Consul writes) or PKCS#1 (`RSA PRIVATE KEY`); it is
+ * normalised to PKCS#8. Runs the structural checks of inspectRoot; does not look at the
+ * clock (an expired stored root must still load so the agent can report and replace it).
+ */
+export function loadRoot(certPem: string, keyPem: string): RootMaterial {
+  return inspectRoot(certPem, keyPem, STORED_NAMES).material;
+}
+
+/**
+ * Validates a root the user brings in a CA config PUT (`RootCert` + `PrivateKey`, §1.5)
+ * and returns it as RootMaterial. Rules, each a CaError whose message names it:
+ * the structural ones of loadRoot (CA:TRUE, key matches, exactly one URI SAN, supported
+ * key type), plus: the URI SAN is `spiffe://<clusterId>.consul` of this cluster
+ * (CA_ROOT_WRONG_TRUST_DOMAIN) and the certificate is valid at `now`
+ * (CA_ROOT_NOT_YET_VALID, CA_ROOT_EXPIRED).
+ */
+export function validateProvidedRoot(opts: { certPem: string; keyPem: string; clusterId: string; now: Date }): RootMaterial {
+  const nowMs = wholeSeconds(opts.now, 'now');
+  const want = signingSpiffeId(trustDomainFor(opts.clusterId));
+  const { material } = inspectRoot(opts.certPem, opts.keyPem, CONFIG_NAMES);
+  const got = signingSpiffeId(material.trustDomain);
+  if (got !== want) {
+    throw new CaError('CA_ROOT_WRONG_TRUST_DOMAIN', `RootCert URI SAN must be ${want} (this cluster's trust domain), found ${got}`);
+  }
+  if (nowMs < material.notBefore.getTime()) {
+    throw new CaError('CA_ROOT_NOT_YET_VALID', `RootCert is not valid until ${material.notBefore.toISOString()}`);
+  }
+  if (nowMs > material.notAfter.getTime()) {
+    throw new CaError('CA_ROOT_EXPIRED', `RootCert expired at ${material.notAfter.toISOString()}`);
+  }
+  return material;
+}
+
+/**
+ * Cross-signs `newRoot` with `oldRoot` for a rotation (§1.12 step 3): a certificate with
+ * the new root's subject, public key and extensions (SKI, URI SAN, CA:TRUE, key usages,
+ * copied byte for byte), issued by the old root: issuer = old subject, AKI = old SKI,
+ * signed by the old key with the old key's algorithm (so an EC root can cross-sign an RSA
+ * one and back: Consul issue #10070). NotBefore = now − 1 min, NotAfter = NotBefore +
+ * ttlMs (the caller passes max(7 days, 2 × LeafCertTTL)), fresh random serial.
+ *
+ * A peer that trusts only the old root accepts a leaf of the new root when the chain
+ * leaf → this certificate → old root is presented, which is why it goes first in the
+ * new root's IntermediateCerts. Refuses (CA_ROOT_EXPIRED) when the old root has expired:
+ * nothing still trusts it, and the result would be a certificate from an expired issuer.
+ */
+export async function crossSignRoot(opts: { newRoot: RootMaterial; oldRoot: RootMaterial; now: Date; ttlMs: number }): Promise<string> {
+  await Promise.resolve(); // keep every failure a rejection, like the rest of the async API
+  const nowMs = wholeSeconds(opts.now, 'now');
+  const ttlMs = checkTtl(opts.ttlMs, 'ttlMs');
+  const { newRoot, oldRoot } = opts;
+  if (nowMs > oldRoot.notAfter.getTime()) {
+    throw new CaError('CA_ROOT_EXPIRED', `cannot cross-sign with root ${oldRoot.id}: it expired at ${oldRoot.notAfter.toISOString()}`);
+  }
+
+  let newCert: ParsedCertificate;
+  let oldCert: ParsedCertificate;
+  let oldKey: KeyObject;
+  try {
+    newCert = parseCertificate(pemDecode(newRoot.certPem, 'CERTIFICATE'));
+    oldCert = parseCertificate(pemDecode(oldRoot.certPem, 'CERTIFICATE'));
+    oldKey = createPrivateKey(oldRoot.keyPem);
+  } catch (err) {
+    throw new CaError('CA_ROOT_MALFORMED', `cross-signing: a root could not be parsed: ${String(err)}`);
+  }
+  const oldKind = describeCaKey(oldKey);
+  if (oldKind === null) throw new CaError('CA_ROOT_UNSUPPORTED_KEY', `root ${oldRoot.id} has a key meshd cannot sign with`);
+
+  // The new root's extensions in their order, with the AKI pointing at the old root.
+  const aki = authorityKeyIdExtension(signingKeyIdOf(oldCert));
+  const exts: Uint8Array[] = [];
+  let sawAki = false;
+  let sawSki = false;
+  for (const e of newCert.extensions) {
+    if (e.oid === OID_AUTHORITY_KEY_ID) {
+      exts.push(aki);
+      sawAki = true;
+    } else {
+      exts.push(e.raw);
+      if (e.oid === OID_SUBJECT_KEY_ID) sawSki = true;
+    }
+  }
+  // Chain builders match the leaves' AKI (the new root's SigningKeyID) with an SKI.
+  if (!sawSki) exts.push(subjectKeyIdExtension(signingKeyIdOf(newCert)));
+  if (!sawAki) exts.push(aki);
+
+  const notBefore = nowMs - CROSS_SIGN_BACKDATE_MS;
+  const tbs = sequence(
+    VERSION_V3,
+    unsignedInteger(randomSerial()),
+    signatureAlgorithmFor(oldKind.type),
+    oldCert.subject,
+    sequence(time(notBefore), time(floorToSecond(notBefore + ttlMs))),
+    newCert.subject,
+    newCert.spki,
+    extensionsField(...exts),
+  );
+  return pemEncode('CERTIFICATE', signCertificate(tbs, oldKey, oldKind.type));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -330,7 +393,7 @@ export async function createLeafCsr(serviceUri: string): Promise<{ csrPem: strin
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: '',
     keys,
-    signingAlgorithm: SIGNING_ALGORITHM,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
     extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: serviceUri }], true)],
   });
   const pkcs8 = new Uint8Array(await subtle.exportKey('pkcs8', keys.privateKey));
@@ -340,173 +403,13 @@ export async function createLeafCsr(serviceUri: string): Promise<{ csrPem: strin
   };
 }
 
-type CsrSans = { uris: string[]; emails: number; others: number };
-
-function csrSans(csr: x509.Pkcs10CertificateRequest): CsrSans {
-  const exts = csr.extensions.filter((e) => e.type === OID_SUBJECT_ALT_NAME);
-  if (exts.length > 1) throw new CsrError('CSR_MALFORMED', 'CSR carries more than one subjectAltName extension');
-  const out: CsrSans = { uris: [], emails: 0, others: 0 };
-  const ext = exts[0];
-  if (ext === undefined) return out;
-  if (!(ext instanceof x509.SubjectAlternativeNameExtension)) {
-    throw new CsrError('CSR_MALFORMED', 'CSR subjectAltName extension could not be decoded');
-  }
-  for (const name of ext.names.items) {
-    if (name.type === 'url') out.uris.push(name.value);
-    else if (name.type === 'email') out.emails++;
-    else out.others++;
-  }
-  return out;
-}
-
 /**
- * CA side: validates a leaf CSR and signs it with the root.
- *
- * Checks run in the order Consul's `AuthorizeAndSignCertificate` + `SignCertificate` run
- * them (§1.11), so a CSR that is wrong in two ways gets Consul's error:
- *   1. CSR parses and its self-signature verifies (Consul's ParseCSR).
- *   2. exactly one URI SAN;  3. no email SAN;  4. the URI parses as a SPIFFE ID;
- *   5. it is a service ID, and its datacenter is ours (Consul checks DC in the
- *      authorization step, before trust domain);
- *   6. its trust domain is ours (case-insensitive, Consul's CanSign).
- * Then our own additions: no DNS/IP SANs yet, EC P-256 public key, root not expired.
- *
- * Leaf (§1.7): empty subject; critical SAN with exactly the one URI; EKU clientAuth +
- * serverAuth; KeyUsage digitalSignature|keyEncipherment|dataEncipherment|keyAgreement;
- * BasicConstraints CA:false; SKI = KeyId(leaf SPKI); AKI = root SKI;
- * NotBefore = now − 1 min; NotAfter = NotBefore + ttl; random serial.
+ * CA side: validates a leaf CSR and signs it with the root (leaf.ts's fast path; see
+ * signLeafFast for the checks, their order and the leaf's fields). Rejects with CsrError
+ * for a bad CSR, CaError for an unusable root, RangeError for a bad `now` or `ttlMs`.
+ * `CertPEM` is the leaf followed by `intermediatePems`.
  */
 export async function signLeafCsr(req: SignLeafRequest): Promise<IssuedCert> {
-  const nowMs = wholeSeconds(req.now, 'now');
-  const ttlMs = checkTtl(req.ttlMs ?? DEFAULT_LEAF_TTL_MS, 'ttlMs');
-
-  // 1. Parse and verify the CSR's own signature.
-  if (typeof req.csrPem !== 'string' || req.csrPem.length > MAX_CSR_PEM_LENGTH) {
-    throw new CsrError('CSR_MALFORMED', `CSR must be a PEM string of at most ${MAX_CSR_PEM_LENGTH} characters`);
-  }
-  let csr: x509.Pkcs10CertificateRequest;
-  let sans: CsrSans;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(pemDecode(req.csrPem, 'CERTIFICATE REQUEST'));
-    sans = csrSans(csr);
-  } catch (err) {
-    if (err instanceof CsrError) throw err;
-    throw new CsrError('CSR_MALFORMED', `CSR could not be parsed: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  let signatureOk = false;
-  try {
-    signatureOk = await csr.verify();
-  } catch {
-    signatureOk = false;
-  }
-  if (!signatureOk) throw new CsrError('CSR_BAD_SIGNATURE', 'CSR signature does not verify against its public key');
-
-  // 2-3. SAN shape.
-  if (sans.uris.length !== 1) {
-    throw new CsrError('CSR_INVALID_URI_COUNT', `CSR SAN contains an invalid number of URIs: ${sans.uris.length}`);
-  }
-  if (sans.emails > 0) throw new CsrError('CSR_EMAIL_SAN', 'CSR SAN does not allow specifying email addresses');
-
-  // 4. SPIFFE ID.
-  const uri = sans.uris[0] as string;
-  const id = parseSpiffeId(uri);
-  if (id === null) {
-    throw new CsrError('CSR_INVALID_SPIFFE_ID', `SPIFFE ID is not in the expected format: ${JSON.stringify(uri)}`);
-  }
-
-  // 5. Kind, then datacenter.
-  if (id.kind === 'agent' || id.kind === 'mesh-gateway') {
-    throw new CsrError('CSR_UNSUPPORTED_ID_KIND', `signing ${id.kind} certificates is not implemented yet; only service IDs are`);
-  }
-  if (id.kind !== 'service') {
-    throw new CsrError('CSR_INVALID_ID_KIND', 'SPIFFE ID in CSR must be a service, mesh-gateway, or agent ID');
-  }
-  if (id.datacenter !== req.datacenter) {
-    throw new CsrError(
-      'CSR_WRONG_DATACENTER',
-      `SPIFFE ID in CSR from a different datacenter: ${id.datacenter}, we are ${req.datacenter}`,
-    );
-  }
-
-  // 6. Trust domain. parseSpiffeId only admits lower-case hosts, so lower-casing our
-  // configured value makes the comparison Consul's case-insensitive one.
-  const ourTd = req.trustDomain.toLowerCase();
-  if (id.trustDomain !== ourTd) {
-    throw new CsrError(
-      'CSR_WRONG_TRUST_DOMAIN',
-      `SPIFFE ID in CSR from a different trust domain: ${id.trustDomain}, we are ${ourTd}`,
-    );
-  }
-
-  // Our additions. Consul copies DNS/IP SANs from the CSR (for gateways); until that is
-  // built we refuse rather than silently issue a certificate without them.
-  if (sans.others > 0) {
-    throw new CsrError('CSR_UNSUPPORTED_SAN', 'CSR SAN may only contain the one URI: DNS/IP SANs are not supported yet');
-  }
-  let keyAlg: webcrypto.EcKeyAlgorithm | null = null;
-  try {
-    keyAlg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
-  } catch {
-    // A key type the library cannot describe (say Ed25519) is simply not P-256.
-  }
-  if (keyAlg?.name !== 'ECDSA' || keyAlg.namedCurve !== 'P-256') {
-    throw new CsrError('CSR_UNSUPPORTED_KEY', 'CSR public key must be EC P-256 (Consul leaf keys are always P-256)');
-  }
-
-  // §1.11 step 6: never sign with an expired root.
-  if (nowMs > req.root.notAfter.getTime()) {
-    throw new CaError('CA_ROOT_EXPIRED', `root ${req.root.id} expired at ${req.root.notAfter.toISOString()}`);
-  }
-
-  const rootCert = new x509.X509Certificate(pemDecode(req.root.certPem, 'CERTIFICATE'));
-  const signingKey = await subtle.importKey(
-    'pkcs8',
-    pemDecode(req.root.keyPem, 'PRIVATE KEY'),
-    EC_P256,
-    false,
-    ['sign'],
-  );
-
-  const notBefore = nowMs - CLOCK_SKEW_BUFFER_MS;
-  const notAfter = notBefore + ttlMs;
-  const serial = randomSerial();
-  const leafSki = hex(keyId(new Uint8Array(csr.publicKey.rawData)));
-  const rootSki = req.root.signingKeyId.replaceAll(':', '');
-
-  const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: hex(serial),
-    subject: '', // empty since Consul PR #10424; the SAN carries the identity
-    issuer: rootCert.subjectName, // the exact encoded Name, so issuer == root subject byte-for-byte
-    notBefore: new Date(notBefore),
-    notAfter: new Date(notAfter),
-    signingAlgorithm: SIGNING_ALGORITHM,
-    publicKey: csr.publicKey,
-    signingKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.digitalSignature |
-          x509.KeyUsageFlags.keyEncipherment |
-          x509.KeyUsageFlags.dataEncipherment |
-          x509.KeyUsageFlags.keyAgreement,
-        true,
-      ),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth]),
-      // Critical because the subject is empty (RFC 5280 §4.2.1.6).
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }], true),
-      new x509.SubjectKeyIdentifierExtension(leafSki),
-      new x509.AuthorityKeyIdentifierExtension(rootSki),
-    ],
-  });
-
-  return {
-    SerialNumber: colonHex(serial),
-    CertPEM: pemEncode('CERTIFICATE', derOf(leaf)),
-    Service: id.service,
-    ServiceURI: uri,
-    ValidAfter: rfc3339(notBefore),
-    ValidBefore: rfc3339(notAfter),
-    Namespace: id.namespace,
-    Datacenter: id.datacenter,
-  };
+  await Promise.resolve(); // every failure a rejection, never a synchronous throw
+  return signLeafFast(req);
 }

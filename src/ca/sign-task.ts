@@ -3,13 +3,18 @@
 // Runs on: a piscina worker thread (loaded by src/ca/pool.ts by file URL; Node 24 runs this
 // .ts file directly under type stripping, as it does the rest of the tree).
 //
-// The worker holds no state: every task carries the root PEMs it needs. Expected
-// refusals (CsrError, CaError) are returned as data, not thrown, because an Error crossing
-// the thread boundary is structured-cloned and loses its class and its `code`. Anything
-// else (a bug) is thrown and reaches the caller as a plain Error.
+// Imports the fast path (leaf.ts) and the errors only, never authority.ts, so a signing
+// thread starts without loading @peculiar/x509. Every task carries the root PEMs it needs;
+// the only state is leaf.ts's per-thread cache of parsed roots, keyed by root ID and
+// checked against the PEMs. Expected refusals (CsrError, CaError) are returned as data,
+// not thrown, because an Error crossing the thread boundary is structured-cloned and loses
+// its class and its `code`. Anything else (a bug) is thrown and reaches the caller as a
+// plain Error.
 
-import { CaError, CsrError, signLeafCsr } from './authority.ts';
-import type { CaErrorCode, CsrErrorCode, IssuedCert, SignLeafRequest } from './authority.ts';
+import { CaError, CsrError } from './errors.ts';
+import type { CaErrorCode, CsrErrorCode } from './errors.ts';
+import { signLeafFast } from './leaf.ts';
+import type { IssuedCert, SignLeafRequest } from './types.ts';
 
 /** The one message the worker sends back per task. */
 export type SignTaskResult =
@@ -17,9 +22,9 @@ export type SignTaskResult =
   | { readonly ok: false; readonly kind: 'csr'; readonly code: CsrErrorCode; readonly message: string }
   | { readonly ok: false; readonly kind: 'ca'; readonly code: CaErrorCode; readonly message: string };
 
-export default async function signTask(req: SignLeafRequest): Promise<SignTaskResult> {
+export default function signTask(req: SignLeafRequest): SignTaskResult {
   try {
-    return { ok: true, cert: await signLeafCsr(req) };
+    return { ok: true, cert: signLeafFast(req) };
   } catch (err) {
     if (err instanceof CsrError) return { ok: false, kind: 'csr', code: err.code, message: err.message };
     if (err instanceof CaError) return { ok: false, kind: 'ca', code: err.code, message: err.message };

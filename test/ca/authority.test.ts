@@ -146,8 +146,18 @@ test('loadRoot refuses unusable roots with coded CaErrors', async () => {
   expectCode(() => loadRoot(root.certPem, 'not a key'), 'CA_ROOT_MALFORMED');
   const other = await generateRoot({ clusterId: CLUSTER_ID, now: NOW });
   expectCode(() => loadRoot(root.certPem, other.keyPem), 'CA_ROOT_KEY_MISMATCH');
+  // P-384 is a supported CA key now, so a P-384 key is simply the wrong key for this cert.
   const p384 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  expectCode(() => loadRoot(root.certPem, p384), 'CA_ROOT_UNSUPPORTED_KEY');
+  expectCode(() => loadRoot(root.certPem, p384), 'CA_ROOT_KEY_MISMATCH');
+  for (const [type, opts] of [
+    ['ed25519', {}],
+    ['ec', { namedCurve: 'secp224r1' }],
+    ['ec', { namedCurve: 'secp256k1' }],
+    ['rsa', { modulusLength: 1024 }],
+  ] as const) {
+    const key = generateKeyPairSync(type as 'ec', opts as { namedCurve: string }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    expectCode(() => loadRoot(root.certPem, key), 'CA_ROOT_UNSUPPORTED_KEY');
+  }
 
   const notCa = await customRoot(false, [`spiffe://${TD}`]);
   expectCode(() => loadRoot(notCa.certPem, notCa.keyPem), 'CA_ROOT_NOT_CA');

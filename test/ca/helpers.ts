@@ -9,7 +9,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { webcrypto } from 'node:crypto';
+import tls from 'node:tls';
+import { once } from 'node:events';
 import { pemEncode } from '../../src/ca/certs.ts';
+import { readCertIdentity } from '../../src/ca/der.ts';
 
 x509.cryptoProvider.set(webcrypto);
 
@@ -94,4 +97,76 @@ export function opensslSection(text: string, label: string): string {
     out.push(line);
   }
   return out.join('\n');
+}
+
+/** `openssl verify -attime` value an hour after NOW, inside every NOW-based cert's validity. */
+export const AT_TIME = String(Math.floor(NOW.getTime() / 1000) + 3600);
+
+/** The PEM certificate blocks of a bundle, each newline-terminated. */
+export function pemBlocks(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----\n[\s\S]*?-----END CERTIFICATE-----\n/g) ?? [];
+}
+
+/** Runs the openssl CLI with `args` and returns stdout (throws on failure). */
+export function openssl(args: string[], input?: string): string {
+  return execFileSync('openssl', args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+export type TlsSide = { key: string; cert: string; ca: string[] };
+export type HandshakeResult = {
+  /** True when both sides finished the handshake with each other's chain verified. */
+  ok: boolean;
+  /** Why the server refused the client chain (OpenSSL's code), or null. */
+  serverError: string | null;
+  /** Why the client refused the server chain, or null. */
+  clientError: string | null;
+  /** URI SANs of the peer leaf as each side saw it. */
+  serverSawClient: string[];
+  clientSawServer: string[];
+};
+
+/**
+ * One real mTLS handshake over 127.0.0.1 (port 0) with node:tls: both sides present
+ * their `cert` (a leaf, optionally followed by a chain) and verify the other against `ca`
+ * only. Hostname checks are off: identity is the URI SAN, read with readCertIdentity.
+ */
+export async function mtlsHandshake(server: TlsSide, client: TlsSide): Promise<HandshakeResult> {
+  const uris = (raw: Buffer | undefined): string[] => (raw ? (readCertIdentity(raw)?.uris ?? []) : []);
+  let serverError: string | null = null;
+  let serverSawClient: string[] = [];
+  const srv = tls.createServer({ key: server.key, cert: server.cert, ca: server.ca, requestCert: true, rejectUnauthorized: true }, (s) => {
+    serverSawClient = uris(s.getPeerX509Certificate()?.raw);
+    s.end('hello');
+  });
+  srv.on('tlsClientError', (err, s) => {
+    serverError = String(s.authorizationError ?? err.message);
+  });
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as { port: number }).port;
+  try {
+    let clientError: string | null = null;
+    let clientSawServer: string[] = [];
+    let data = '';
+    const sock = tls.connect({
+      host: '127.0.0.1',
+      port,
+      key: client.key,
+      cert: client.cert,
+      ca: client.ca,
+      checkServerIdentity: (_h, cert) => {
+        clientSawServer = uris(cert.raw);
+        return undefined;
+      },
+    });
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => (data += d));
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      clientError = e.code ?? e.message;
+    });
+    await once(sock, 'close');
+    return { ok: data === 'hello' && serverError === null && clientError === null, serverError, clientError, serverSawClient, clientSawServer };
+  } finally {
+    srv.close();
+  }
 }

@@ -1,10 +1,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { CaError, CsrError, createLeafCsr, generateRoot, signLeafCsr, type RootMaterial } from '../../src/ca/authority.ts';
+import { X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { CaError, CsrError, createLeafCsr, crossSignRoot, generateRoot, signLeafCsr, type RootMaterial } from '../../src/ca/authority.ts';
 import { SigningPool } from '../../src/ca/pool.ts';
 import { readCertIdentity } from '../../src/ca/der.ts';
 import { pemDecode } from '../../src/ca/certs.ts';
-import { CLUSTER_ID, DC, NOW, TD, WEB_URI, makeCsr } from './helpers.ts';
+import { CLUSTER_ID, DC, NOW, TD, WEB_URI, makeCsr, pemBlocks } from './helpers.ts';
 
 let root: RootMaterial;
 let pool: SigningPool;
@@ -47,10 +49,13 @@ test('CsrError and CaError cross the thread boundary with class and code intact'
     [await makeCsr([{ type: 'url', value: `spiffe://${TD}` }]), DC, 'CSR_INVALID_ID_KIND'],
     [await makeCsr([{ type: 'url', value: WEB_URI.replace(TD, 'other.consul') }]), DC, 'CSR_WRONG_TRUST_DOMAIN'],
     [await makeCsr([{ type: 'url', value: WEB_URI }]), 'dc9', 'CSR_WRONG_DATACENTER'],
+    [await makeCsr([{ type: 'url', value: WEB_URI }]), 'deny', 'CSR_PERMISSION_DENIED'],
     ['garbage', DC, 'CSR_MALFORMED'],
   ];
   for (const [csrPem, datacenter, code] of cases) {
-    await assert.rejects(pool.sign({ csrPem, root, trustDomain: TD, datacenter, now: NOW }), (e: unknown) => {
+    const allowed = datacenter === 'deny' ? { allowedServices: ['api'] } : {};
+    const dc = datacenter === 'deny' ? DC : datacenter;
+    await assert.rejects(pool.sign({ csrPem, root, trustDomain: TD, datacenter: dc, now: NOW, ...allowed }), (e: unknown) => {
       assert.ok(e instanceof CsrError, `${code}: got ${String(e)}`);
       assert.equal(e.code, code);
       return true;
@@ -72,4 +77,25 @@ test('maxThreads is configurable and close() stops the pool', async () => {
   assert.equal(r.Service, 'web');
   await p.close();
   await assert.rejects(p.sign({ csrPem, root, trustDomain: TD, datacenter: DC, now: NOW }), /SigningPool is closed/);
+});
+
+test('the pool carries intermediates and allowedServices, and signs with an RSA root', async () => {
+  const rsa = await generateRoot({ clusterId: CLUSTER_ID, now: NOW, privateKeyType: 'rsa', privateKeyBits: 2048 });
+  const cross = await crossSignRoot({ newRoot: rsa, oldRoot: root, now: NOW, ttlMs: 7 * 24 * 3_600_000 });
+  const { csrPem } = await createLeafCsr(WEB_URI);
+  const issued = await pool.sign({ csrPem, root: rsa, trustDomain: TD, datacenter: DC, now: NOW, intermediatePems: [cross], allowedServices: ['web'] });
+  const blocks = pemBlocks(issued.CertPEM);
+  assert.equal(blocks.length, 2);
+  assert.equal(blocks[1], cross);
+  assert.ok(new X509Certificate(blocks[0]!).verify(new X509Certificate(rsa.certPem).publicKey));
+});
+
+test('a signing thread never loads @peculiar/x509 (sign-task.ts imports the fast path only)', () => {
+  // reflect-metadata, which @peculiar/x509 needs first, installs Reflect.getMetadata.
+  const out = execFileSync(
+    process.execPath,
+    ['--input-type=module', '-e', "await import('./src/ca/sign-task.ts'); console.log(typeof Reflect.getMetadata)"],
+    { encoding: 'utf8' },
+  );
+  assert.equal(out.trim(), 'undefined');
 });
