@@ -4,7 +4,8 @@
 // 0 allowed / 1 denied / 2 error).
 
 import { tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { parseDuration } from '../control/decode.ts';
 import { join } from 'node:path';
 import { parseFlags, parseHostPort, parseHttpAddr, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
 import { AgentClient, AgentUnreachable, ApiError } from '../control/client.ts';
@@ -12,6 +13,7 @@ import { VERSION } from '../version.ts';
 
 const HTTP_ADDR: FlagSpecs = {
   'http-addr': { kind: 'string', help: 'Address of the meshd agent API', placeholder: 'HOST:PORT', default: '127.0.0.1:8500', env: 'MESHD_HTTP_ADDR' },
+  token: { kind: 'string', help: 'ACL token sent as X-Consul-Token', placeholder: 'TOKEN', env: 'MESHD_HTTP_TOKEN' },
 };
 
 const TOP_USAGE = `Usage: meshd <command> [args]
@@ -45,7 +47,7 @@ function wantsHelp(argv: readonly string[]): boolean {
 }
 
 function client(flags: ParsedFlags): AgentClient {
-  return new AgentClient(parseHttpAddr(flags.strings.get('http-addr') ?? '127.0.0.1:8500'));
+  return new AgentClient(parseHttpAddr(flags.strings.get('http-addr') ?? '127.0.0.1:8500'), flags.strings.get('token') ?? null);
 }
 
 /** Resolves on SIGINT/SIGTERM; a second signal forces exit. */
@@ -70,6 +72,7 @@ const AGENT_FLAGS: FlagSpecs = {
   datacenter: { kind: 'string', help: 'Datacenter name', placeholder: 'NAME', default: 'dc1' },
   node: { kind: 'string', help: 'Node name (default: the hostname)', placeholder: 'NAME' },
   'default-intention-policy': { kind: 'string', help: 'Decision when no intention matches: allow or deny', placeholder: 'POLICY', default: 'deny' },
+  'initial-management-token': { kind: 'string', help: 'Management token: may obtain any certificate and create service tokens', placeholder: 'TOKEN', env: 'MESHD_INITIAL_MANAGEMENT_TOKEN' },
 };
 
 async function cmdAgent(argv: readonly string[]): Promise<number> {
@@ -92,10 +95,24 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
   }
   const { Agent } = await import('../control/agent.ts');
   const node = f.strings.get('node');
-  const agent = new Agent({ host: addr.host, port: addr.port, dataDir, datacenter, defaultAllow: policy === 'allow', ...(node === undefined ? {} : { nodeName: node }) });
+  let agent: InstanceType<typeof Agent>;
   try {
+    agent = new Agent({
+      host: addr.host,
+      port: addr.port,
+      dataDir,
+      datacenter,
+      defaultAllow: policy === 'allow',
+      dev,
+      managementToken: f.strings.get('initial-management-token') ?? null,
+      ...(node === undefined ? {} : { nodeName: node }),
+    });
     await agent.start();
   } catch (e) {
+    if (e instanceof Error && (e.name === 'CaStateError' || /state\.json/.test(e.message))) {
+      err(`meshd agent: ${e.message}`);
+      return 1;
+    }
     const code = (e as { code?: string }).code;
     if (code === 'EADDRINUSE') {
       err(`meshd agent: ${addr.host}:${addr.port} is already in use: stop the process using it or choose another -http-addr`);
@@ -124,12 +141,14 @@ const PROXY_FLAGS: FlagSpecs = {
   'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
   register: { kind: 'bool', help: 'Register the service and this sidecar in the agent catalog' },
   'register-id': { kind: 'string', help: 'Suffix of the sidecar registration ID (<service>-proxy-<suffix>)', placeholder: 'SUFFIX' },
+  'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation (spreads the CSR load)', placeholder: 'DURATION', default: '30s' },
 };
 
 async function cmdConnect(argv: readonly string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  if (sub === 'ca') return cmdConnectCa(rest);
   if (sub !== 'proxy') {
-    if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect proxy [options]\n'), sub === undefined ? 2 : 0);
+    if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect <proxy|ca> [options]\n'), sub === undefined ? 2 : 0);
     throw new UsageError(`unknown connect subcommand: ${sub} (try: meshd connect proxy)`);
   }
   const usage = usageText('connect proxy', '-service NAME [options]', PROXY_FLAGS);
@@ -165,6 +184,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     register,
     ...(registerId === undefined ? {} : { registerId }),
     log: logLine,
+    caChangeJitterMs: parseDurationFlag(f.strings.get('ca-change-jitter') ?? '30s', 'ca-change-jitter'),
   });
   let addrs;
   try {
@@ -188,6 +208,50 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
   logLine(`[INFO] proxy: caught ${sig}, shutting down`);
   await proxy.stop();
   return 0;
+}
+
+const CA_SET_FLAGS: FlagSpecs = {
+  ...HTTP_ADDR,
+  'config-file': { kind: 'string', help: 'JSON file with the CA configuration ({"Provider": "consul", "Config": {...}})', placeholder: 'FILE' },
+};
+
+async function cmdConnectCa(argv: readonly string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case 'get-config': {
+      if (wantsHelp(rest)) return (out(usageText('connect ca get-config', '', HTTP_ADDR)), 0);
+      const f = parseFlags(rest, HTTP_ADDR);
+      const r = await client(f).request('GET', '/v1/connect/ca/configuration');
+      out(JSON.stringify(JSON.parse(r.text), null, 2));
+      return 0;
+    }
+    case 'set-config': {
+      if (wantsHelp(rest)) return (out(usageText('connect ca set-config', '-config-file FILE', CA_SET_FLAGS)), 0);
+      const f = parseFlags(rest, CA_SET_FLAGS);
+      const file = f.strings.get('config-file');
+      if (file === undefined) throw new UsageError('-config-file is required');
+      let body: unknown;
+      try {
+        body = JSON.parse(readFileSync(file, 'utf8'));
+      } catch (e) {
+        err(`meshd: cannot read ${file}: ${(e as Error).message}`);
+        return 1;
+      }
+      await client(f).request('PUT', '/v1/connect/ca/configuration', { body });
+      out('Configuration updated!');
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown connect ca subcommand: ${String(sub)} (get-config or set-config)`);
+  }
+}
+
+function parseDurationFlag(value: string, flag: string): number {
+  try {
+    return parseDuration(value, flag);
+  } catch {
+    throw new UsageError(`-${flag} must be a duration such as 30s or 500ms, got ${JSON.stringify(value)}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------- intention

@@ -6,14 +6,17 @@ import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { FileStore, type Store } from './store.ts';
-import { Catalog, CHECKS, SERVICES, decodeRegistration, type CheckStatus } from './catalog.ts';
+import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, decodeRegistration, type CheckStatus } from './catalog.ts';
 import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
 import { CaState, CA_TABLE } from './ca-state.ts';
+import { LeafCache } from './leaf-cache.ts';
+import { Acl, decodeTokenBody, requestToken } from './acl.ts';
+import { CsrLimiter } from './rate-limit.ts';
 import { PolicyEngine } from './policy.ts';
 import { FieldError, parseJsonObject, reqString } from './decode.ts';
 import { HttpError, Router, blockingParams, flagParam, readBody, sendJson, sendText, type RequestContext } from './http.ts';
 import { SigningPool } from '../ca/pool.ts';
-import { CsrError } from '../ca/authority.ts';
+import { CaError, CsrError } from '../ca/authority.ts';
 import { parseSpiffeId } from '../ca/spiffe.ts';
 import { VERSION } from '../version.ts';
 
@@ -25,9 +28,15 @@ export interface AgentOptions {
   readonly datacenter: string;
   readonly nodeName?: string;
   readonly defaultAllow: boolean;
+  /** `-dev`: loopback callers without a token may obtain certificates for any service. */
+  readonly dev?: boolean;
+  /** Consul's acl.tokens.initial_management: may do anything, including creating tokens. */
+  readonly managementToken?: string | null;
   readonly now?: () => number;
   /** How often TTL checks are swept for expiry. */
   readonly sweepIntervalMs?: number;
+  /** How often the CA prunes old roots and checks for automatic renewal. */
+  readonly caTickIntervalMs?: number;
 }
 
 export class Agent {
@@ -39,18 +48,27 @@ export class Agent {
   readonly #pool: SigningPool;
   readonly #policy: PolicyEngine;
   readonly #server: Server;
+  readonly #acl: Acl;
+  readonly #leaves: LeafCache;
+  readonly #limiter: CsrLimiter;
+  readonly #now: () => number;
   #sweep: NodeJS.Timeout | undefined;
+  #caTick: NodeJS.Timeout | undefined;
   #address: AddressInfo | undefined;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
     const now = opts.now ?? Date.now;
+    this.#now = now;
     this.#store = new FileStore(opts.dataDir);
     this.#catalog = new Catalog(this.#store, { Node: opts.nodeName ?? hostname(), Address: opts.host, Datacenter: opts.datacenter }, now);
     this.#intentions = new Intentions(this.#store, now);
     this.#pool = new SigningPool();
     this.#ca = new CaState(this.#store, this.#pool, { datacenter: opts.datacenter, now });
     this.#policy = new PolicyEngine({ maxWorkers: 0, defaultAllow: opts.defaultAllow });
+    this.#acl = new Acl(this.#store, { managementToken: opts.managementToken ?? null, devLoopback: opts.dev === true });
+    this.#leaves = new LeafCache(this.#ca, this.#store, { datacenter: opts.datacenter, now });
+    this.#limiter = new CsrLimiter(now, 0, 0);
     const router = this.#routes();
     this.#server = createServer((req, res) => void router.handle(req, res));
     // Blocking queries hold a request open for up to 10 minutes.
@@ -69,6 +87,7 @@ export class Agent {
 
   async start(): Promise<void> {
     await this.#ca.bootstrap();
+    this.#limiter.configure(this.#ca.config.csrMaxPerSecond, this.#ca.config.csrMaxConcurrent);
     await this.#policy.update(this.#intentions.rules());
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
@@ -80,10 +99,20 @@ export class Agent {
     this.#address = this.#server.address() as AddressInfo;
     this.#sweep = setInterval(() => this.#catalog.expireChecks(), this.#opts.sweepIntervalMs ?? 1000);
     this.#sweep.unref();
+    this.#caTick = setInterval(() => {
+      this.#ca.tick().catch((err: Error) => process.stderr.write(`${new Date().toISOString()} [ERROR] agent: CA housekeeping failed: ${err.message}\n`));
+    }, this.#opts.caTickIntervalMs ?? 60_000);
+    this.#caTick.unref();
+  }
+
+  /** The CA, for in-process tests that drive housekeeping with an injected clock. */
+  get ca(): CaState {
+    return this.#ca;
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#sweep);
+    clearInterval(this.#caTick);
     this.#store.close();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
@@ -140,17 +169,55 @@ export class Agent {
     r.on('GET', '/v1/agent/connect/ca/roots', roots);
     // meshd's own signing endpoint: Consul signs over an internal RPC (ConnectCA.Sign), so
     // there is no Consul path to mirror. Body {"CSR": "<PEM>"}; reply: Consul's IssuedCert
-    // without PrivateKeyPEM (the key never left the proxy).
+    // without PrivateKeyPEM (the key never left the proxy). The caller must be allowed to act
+    // for the CSR's service (src/control/acl.ts); CSRs are admitted by CSRMaxPerSecond or
+    // CSRMaxConcurrent and refused beyond that with 429 and Retry-After.
     r.on(['PUT', 'POST'], '/v1/connect/ca/sign', async (ctx) => {
+      const scope = this.#acl.scopeFor(requestToken(ctx.req, ctx.url), ctx.req.socket.remoteAddress);
+      if (!scope.ok) throw new HttpError(scope.status, scope.message);
       const body = parseJsonObject(await readBody(ctx.req));
       const csr = reqString(body, 'CSR');
+      const admission = this.#limiter.admit();
+      if (!admission.ok) {
+        ctx.res.setHeader('Retry-After', String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))));
+        throw new HttpError(429, 'rate limited: too many certificate signing requests (CSRMaxPerSecond / CSRMaxConcurrent); retry later');
+      }
       try {
-        const issued = await this.#ca.sign(csr);
+        const issued = await this.#ca.sign(csr, scope.services);
         sendJson(ctx.res, 200, issued);
       } catch (err) {
-        if (err instanceof CsrError) throw new HttpError(400, `invalid CSR: ${err.message}`);
+        if (err instanceof CsrError) throw new HttpError(err.code === 'CSR_PERMISSION_DENIED' ? 403 : 400, `invalid CSR: ${err.message}`);
+        throw err;
+      } finally {
+        admission.release();
+      }
+    });
+    r.on('GET', '/v1/agent/connect/ca/leaf/:service', async (ctx) => {
+      const service = ctx.params.service as string;
+      if (!SERVICE_NAME_RE.test(service)) throw new HttpError(400, `invalid service name ${JSON.stringify(service)}`);
+      const decision = this.#acl.mayActFor(service, requestToken(ctx.req, ctx.url), ctx.req.socket.remoteAddress);
+      if (!decision.ok) throw new HttpError(decision.status, decision.message);
+      const p = blockingParams(ctx.url);
+      const leaf = await this.#leaves.get(service, p?.index ?? null, p?.waitMs ?? 0, ctx.signal);
+      if (ctx.signal.aborted) return;
+      sendJson(ctx.res, 200, leaf, this.#consulHeaders(leaf.ModifyIndex));
+    });
+    r.on('GET', '/v1/connect/ca/configuration', (ctx) => this.#blocking(ctx, [CA_TABLE], () => this.#ca.configResponse()));
+    r.on('PUT', '/v1/connect/ca/configuration', async (ctx) => {
+      const body = parseJsonObject(await readBody(ctx.req));
+      try {
+        await this.#ca.setConfig(body);
+      } catch (err) {
+        if (err instanceof CaError) throw new HttpError(400, `CA configuration refused: ${err.message}`);
         throw err;
       }
+      this.#limiter.configure(this.#ca.config.csrMaxPerSecond, this.#ca.config.csrMaxConcurrent);
+      sendJson(ctx.res, 200, true);
+    });
+    r.on('PUT', '/v1/acl/token', async (ctx) => {
+      if (!this.#acl.isManagement(requestToken(ctx.req, ctx.url))) throw new HttpError(403, 'Permission denied: creating tokens needs the management token');
+      const { description, services } = decodeTokenBody(parseJsonObject(await readBody(ctx.req)));
+      sendJson(ctx.res, 200, this.#acl.createServiceToken(description, services, new Date(this.#now())));
     });
 
     // --- catalog ---

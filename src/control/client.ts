@@ -9,9 +9,12 @@ export class AgentUnreachable extends Error {
 export class ApiError extends Error {
   override readonly name = 'ApiError';
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** From Retry-After on a 429/503, in ms. */
+  readonly retryAfterMs: number | null;
+  constructor(status: number, message: string, retryAfterMs: number | null = null) {
     super(message);
     this.status = status;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -35,8 +38,12 @@ export interface RequestOptions {
 export class AgentClient {
   readonly base: URL;
 
-  constructor(base: URL) {
+  readonly #token: string | null;
+
+  /** `token` is sent as X-Consul-Token (Consul's -token / CONSUL_HTTP_TOKEN). */
+  constructor(base: URL, token: string | null = null) {
     this.base = base;
+    this.#token = token;
   }
 
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<ApiResponse> {
@@ -51,7 +58,11 @@ export class AgentClient {
       res = await fetch(url, {
         method,
         ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-        ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body), headers: { 'content-type': 'application/json' } }),
+        headers: {
+          ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...(this.#token === null ? {} : { 'x-consul-token': this.#token }),
+        },
+        ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
       });
     } catch (err) {
       if (opts.signal?.aborted === true) throw err;
@@ -62,7 +73,10 @@ export class AgentClient {
       );
     }
     const text = await res.text();
-    if (res.status < 200 || res.status > 299) throw new ApiError(res.status, text.trim() || `HTTP ${res.status}`);
+    if (res.status < 200 || res.status > 299) {
+      const retry = Number(res.headers.get('retry-after') ?? NaN);
+      throw new ApiError(res.status, text.trim() || `HTTP ${res.status}`, Number.isFinite(retry) ? retry * 1000 : null);
+    }
     return { status: res.status, text, index: Number(res.headers.get('x-consul-index') ?? 0), headers: res.headers };
   }
 

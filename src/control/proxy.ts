@@ -36,6 +36,13 @@ export interface ProxyOptions {
   /** Consul's built-in proxy defaults: local connect 1000 ms, upstream connect 10000 ms. */
   readonly connectTimeoutMs?: number;
   readonly handshakeTimeoutMs?: number;
+  /**
+   * After a root rotation, wait a random time in [0, this) before re-issuing the leaf
+   * (Consul's caChangeJitterWindow, 30 s): a fleet then renews spread out, not at once.
+   * Peers keep accepting the old leaf meanwhile, because rotated-out roots stay trusted.
+   */
+  readonly caChangeJitterMs?: number;
+  readonly random?: () => number;
 }
 
 export interface ProxyAddresses {
@@ -47,7 +54,7 @@ export interface ProxyAddresses {
 interface RootsBody {
   readonly ActiveRootID: string;
   readonly TrustDomain: string;
-  readonly Roots: readonly { readonly RootCert: string }[];
+  readonly Roots: readonly { readonly ID: string; readonly RootCert: string; readonly NotAfter: string }[];
 }
 
 interface HealthEntry {
@@ -82,6 +89,8 @@ export class SidecarProxy {
   #trustDomain = '';
   readonly #endpoints: Record<string, readonly Endpoint[]> = {};
   #renewTimer: NodeJS.Timeout | undefined;
+  #leafNotAfter = 0;
+  #rootNotAfter = 0;
   #heartbeat: NodeJS.Timeout | undefined;
   #registeredIds: string[] = [];
 
@@ -157,6 +166,8 @@ export class SidecarProxy {
       { name: 'meshd_policy_table_generation', help: 'Generation of the published intention table.', type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
       { name: 'meshd_workers', help: 'Data-plane worker threads configured.', type: 'gauge', samples: [{ labels: {}, value: this.#o.workers }] },
       { name: 'meshd_worker_restarts_total', help: 'Data-plane workers restarted after a crash.', type: 'counter', samples: [{ labels: {}, value: this.#supervisor?.restarts ?? 0 }] },
+      { name: 'meshd_leaf_expiry_seconds', help: "Seconds until this proxy's leaf certificate expires.", type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#leafNotAfter - Date.now()) / 1000) }] },
+      { name: 'meshd_root_expiry_seconds', help: 'Seconds until the active root CA certificate expires.', type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#rootNotAfter - Date.now()) / 1000) }] },
     ]);
   }
 
@@ -174,6 +185,8 @@ export class SidecarProxy {
   #applyRoots(body: RootsBody): boolean {
     this.#trustDomain = body.TrustDomain;
     this.#caPems = body.Roots.map((x) => x.RootCert);
+    const active = body.Roots.find((x) => x.ID === body.ActiveRootID);
+    if (active !== undefined) this.#rootNotAfter = Date.parse(active.NotAfter);
     const rotated = this.#activeRootId !== '' && this.#activeRootId !== body.ActiveRootID;
     this.#activeRootId = body.ActiveRootID;
     return rotated;
@@ -183,25 +196,46 @@ export class SidecarProxy {
     const r = await this.#client.json<RootsBody>('GET', '/v1/agent/connect/ca/roots', { index, signal: this.#abort.signal });
     if (r.index === index) return r.index;
     const rotated = this.#applyRoots(r.value);
-    if (rotated) await this.#issueLeaf();
-    else if (this.#tls !== null) this.#publishTls({ ...this.#tls, caPems: this.#caPems, trustDomain: this.#trustDomain });
+    // Trust the new bundle at once (it holds old and new roots), then re-issue the leaf after
+    // the jitter: peers accept the old leaf until then, and the new one through its chain.
+    if (this.#tls !== null) this.#publishTls({ ...this.#tls, caPems: this.#caPems, trustDomain: this.#trustDomain });
+    if (rotated) {
+      const jitter = Math.floor((this.#o.random ?? Math.random)() * (this.#o.caChangeJitterMs ?? 30_000));
+      this.#scheduleRenewal(jitter);
+    }
     return r.index;
   }
 
   async #issueLeaf(): Promise<void> {
     const uri = serviceSpiffeId(this.#trustDomain, 'default', this.#datacenter, this.#o.service);
     const { csrPem, keyPem } = await createLeafCsr(uri);
-    const r = await this.#client.json<IssuedCertBody>('POST', '/v1/connect/ca/sign', { body: { CSR: csrPem }, signal: this.#abort.signal });
+    let r: { value: IssuedCertBody };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        r = await this.#client.json<IssuedCertBody>('POST', '/v1/connect/ca/sign', { body: { CSR: csrPem }, signal: this.#abort.signal });
+        break;
+      } catch (err) {
+        // The CA's rate limit answers 429 with Retry-After: wait as told (plus jitter).
+        if (!(err instanceof ApiError && err.status === 429) || attempt >= 20) throw err;
+        const wait = (err.retryAfterMs ?? 1000) + Math.floor((this.#o.random ?? Math.random)() * 1000);
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
     this.#keyPem = keyPem;
+    this.#leafNotAfter = Date.parse(r.value.ValidBefore);
     this.#publishTls({ keyPem: this.#keyPem, certPem: r.value.CertPEM, caPems: this.#caPems, trustDomain: this.#trustDomain });
-    const delay = renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), Date.now(), Math.random());
+    this.#scheduleRenewal(renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), Date.now(), (this.#o.random ?? Math.random)()));
+  }
+
+  #scheduleRenewal(delayMs: number): void {
     clearTimeout(this.#renewTimer);
     this.#renewTimer = setTimeout(() => {
       this.#issueLeaf().catch((err: Error) => {
+        if (this.#abort.signal.aborted) return;
         this.#o.log(`[WARN] proxy: leaf renewal failed, retrying in 10s: ${err.message}`);
-        this.#renewTimer = setTimeout(() => void this.#issueLeaf().catch(() => undefined), 10_000);
+        this.#scheduleRenewal(10_000);
       });
-    }, delay);
+    }, delayMs);
   }
 
   #publishTls(t: TlsMaterial): void {

@@ -6,8 +6,8 @@
 // delete, watch) so that a distributed store (etcd, see DESIGN.md) can replace the embedded
 // one later without touching the HTTP API or the compile steps.
 
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 export interface Entry<T> {
   readonly value: T;
@@ -149,9 +149,23 @@ export class FileStore implements Store {
     const tables: Persisted['tables'] = {};
     for (const [name, t] of this.#tables) tables[name] = { index: t.index, entries: Object.fromEntries(t.entries) };
     const snapshot: Persisted = { version: 1, index: this.#index, tables };
+    // write, fsync, rename, fsync the directory: after a crash the file is the old state or
+    // the new one, never a torn mix, and a completed write survives power loss.
     const tmp = `${this.#file}.tmp`;
-    writeFileSync(tmp, JSON.stringify(snapshot), { mode: 0o600 });
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeFileSync(fd, JSON.stringify(snapshot));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.#file);
+    const dirFd = openSync(dirname(this.#file), 'r');
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
   }
 
   #load(file: string): void {

@@ -14,7 +14,7 @@ let agent: Agent;
 let base: string;
 
 function newAgent(): Agent {
-  return new Agent({ host: '127.0.0.1', port: 0, dataDir: null, datacenter: 'dc1', defaultAllow: false, nodeName: 'test-node', now: () => NOW });
+  return new Agent({ host: '127.0.0.1', port: 0, dataDir: null, datacenter: 'dc1', defaultAllow: false, dev: true, nodeName: 'test-node', now: () => NOW });
 }
 
 before(async () => {
