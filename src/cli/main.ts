@@ -6,6 +6,7 @@
 import { tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { parseDuration } from '../control/decode.ts';
+import { CA_CONFIG_OBJECT_KEYS, collapseBlocks, parseConfigText } from '../config/hcl.ts';
 import { join } from 'node:path';
 import { parseFlags, parseHostPort, parseHttpAddr, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
 import { AgentClient, AgentUnreachable, ApiError } from '../control/client.ts';
@@ -212,7 +213,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
 
 const CA_SET_FLAGS: FlagSpecs = {
   ...HTTP_ADDR,
-  'config-file': { kind: 'string', help: 'JSON file with the CA configuration ({"Provider": "consul", "Config": {...}})', placeholder: 'FILE' },
+  'config-file': { kind: 'string', help: 'JSON or HCL file with the CA configuration (Provider = "consul", Config { ... })', placeholder: 'FILE' },
 };
 
 async function cmdConnectCa(argv: readonly string[]): Promise<number> {
@@ -232,7 +233,7 @@ async function cmdConnectCa(argv: readonly string[]): Promise<number> {
       if (file === undefined) throw new UsageError('-config-file is required');
       let body: unknown;
       try {
-        body = JSON.parse(readFileSync(file, 'utf8'));
+        body = collapseBlocks(await parseConfigText(readFileSync(file, 'utf8'), file), CA_CONFIG_OBJECT_KEYS);
       } catch (e) {
         err(`meshd: cannot read ${file}: ${(e as Error).message}`);
         return 1;

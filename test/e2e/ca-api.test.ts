@@ -63,6 +63,15 @@ describe('CA API on a -dev agent', () => {
     const set = await meshd(['connect', 'ca', 'set-config', '-http-addr', http, '-config-file', file]);
     assert.equal(set.code, 0, set.stderr);
     assert.match((await meshd(['connect', 'ca', 'get-config', '-http-addr', http])).stdout, /"LeafCertTTL": "48h"/);
+    const hclFile = join(dir, 'ca.hcl');
+    writeFileSync(hclFile, 'Provider = "consul"\nConfig {\n  LeafCertTTL = "36h"\n  CSRMaxPerSecond = 2\n}\n');
+    const hcl = await meshd(['connect', 'ca', 'set-config', '-http-addr', http, '-config-file', hclFile]);
+    assert.equal(hcl.code, 0, hcl.stderr);
+    assert.match((await meshd(['connect', 'ca', 'get-config', '-http-addr', http])).stdout, /"LeafCertTTL": "36h"/);
+    writeFileSync(hclFile, 'Config {\n');
+    const broken = await meshd(['connect', 'ca', 'set-config', '-http-addr', http, '-config-file', hclFile]);
+    assert.equal(broken.code, 1);
+    assert.match(broken.stderr, /invalid HCL: At \d+:\d+/);
     writeFileSync(file, JSON.stringify({ Provider: 'consul', Config: { PrivateKeyType: 'dsa' } }));
     const refused = await meshd(['connect', 'ca', 'set-config', '-http-addr', http, '-config-file', file]);
     assert.equal(refused.code, 1);
