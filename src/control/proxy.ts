@@ -43,6 +43,10 @@ export interface ProxyOptions {
    */
   readonly caChangeJitterMs?: number;
   readonly random?: () => number;
+  /** Clock for certificate lifetimes (injected by tests). */
+  readonly now?: () => number;
+  /** How often the renewal deadline is checked (one coarse timer, not a timer per leaf). */
+  readonly renewCheckMs?: number;
 }
 
 export interface ProxyAddresses {
@@ -72,6 +76,12 @@ interface IssuedCertBody {
 const REGISTER_TTL = '30s';
 const HEARTBEAT_MS = 10_000;
 const WATCH_RETRY_MS = 1000;
+/**
+ * Floor between two issuances of our own: if the agent's clock and ours disagree so much that
+ * a fresh leaf already looks due, we renew every 10 s instead of hammering the CA.
+ */
+const MIN_REISSUE_MS = 10_000;
+const RENEW_RETRY_MS = 10_000;
 
 export class SidecarProxy {
   readonly #o: ProxyOptions;
@@ -89,6 +99,9 @@ export class SidecarProxy {
   #trustDomain = '';
   readonly #endpoints: Record<string, readonly Endpoint[]> = {};
   #renewTimer: NodeJS.Timeout | undefined;
+  /** When the leaf is due for renewal, on the injected clock; Infinity while none is due. */
+  #renewAt = Infinity;
+  #renewing = false;
   #leafNotAfter = 0;
   #rootNotAfter = 0;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -132,6 +145,7 @@ export class SidecarProxy {
       onWorkerExit: (_index, slot) => this.#policy.releaseReader(slot),
     });
     const ports = await this.#supervisor.start();
+    this.#renewTimer = setInterval(() => this.#checkRenewal(), this.#o.renewCheckMs ?? 1000);
 
     // From here on, changes arrive by blocking queries and reach the workers as messages.
     this.#watch('roots', rootsIndex, (i) => this.#watchRoots(i));
@@ -148,7 +162,7 @@ export class SidecarProxy {
 
   async stop(): Promise<void> {
     this.#abort.abort();
-    clearTimeout(this.#renewTimer);
+    clearInterval(this.#renewTimer);
     clearInterval(this.#heartbeat);
     await this.#deregister();
     await this.#supervisor?.stop();
@@ -166,8 +180,8 @@ export class SidecarProxy {
       { name: 'meshd_policy_table_generation', help: 'Generation of the published intention table.', type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
       { name: 'meshd_workers', help: 'Data-plane worker threads configured.', type: 'gauge', samples: [{ labels: {}, value: this.#o.workers }] },
       { name: 'meshd_worker_restarts_total', help: 'Data-plane workers restarted after a crash.', type: 'counter', samples: [{ labels: {}, value: this.#supervisor?.restarts ?? 0 }] },
-      { name: 'meshd_leaf_expiry_seconds', help: "Seconds until this proxy's leaf certificate expires.", type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#leafNotAfter - Date.now()) / 1000) }] },
-      { name: 'meshd_root_expiry_seconds', help: 'Seconds until the active root CA certificate expires.', type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#rootNotAfter - Date.now()) / 1000) }] },
+      { name: 'meshd_leaf_expiry_seconds', help: "Seconds until this proxy's leaf certificate expires.", type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#leafNotAfter - this.#now()) / 1000) }] },
+      { name: 'meshd_root_expiry_seconds', help: 'Seconds until the active root CA certificate expires.', type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#rootNotAfter - this.#now()) / 1000) }] },
     ]);
   }
 
@@ -224,18 +238,31 @@ export class SidecarProxy {
     this.#keyPem = keyPem;
     this.#leafNotAfter = Date.parse(r.value.ValidBefore);
     this.#publishTls({ keyPem: this.#keyPem, certPem: r.value.CertPEM, caPems: this.#caPems, trustDomain: this.#trustDomain });
-    this.#scheduleRenewal(renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), Date.now(), (this.#o.random ?? Math.random)()));
+    const due = renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), this.#now(), (this.#o.random ?? Math.random)());
+    this.#scheduleRenewal(Math.max(MIN_REISSUE_MS, due));
+  }
+
+  #now(): number {
+    return (this.#o.now ?? Date.now)();
   }
 
   #scheduleRenewal(delayMs: number): void {
-    clearTimeout(this.#renewTimer);
-    this.#renewTimer = setTimeout(() => {
-      this.#issueLeaf().catch((err: Error) => {
+    this.#renewAt = this.#now() + delayMs;
+  }
+
+  #checkRenewal(): void {
+    if (this.#renewing || this.#now() < this.#renewAt) return;
+    this.#renewing = true;
+    this.#renewAt = Infinity;
+    this.#issueLeaf()
+      .catch((err: Error) => {
         if (this.#abort.signal.aborted) return;
         this.#o.log(`[WARN] proxy: leaf renewal failed, retrying in 10s: ${err.message}`);
-        this.#scheduleRenewal(10_000);
+        this.#scheduleRenewal(RENEW_RETRY_MS);
+      })
+      .finally(() => {
+        this.#renewing = false;
       });
-    }, delayMs);
   }
 
   #publishTls(t: TlsMaterial): void {

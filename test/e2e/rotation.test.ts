@@ -136,8 +136,8 @@ async function rotate(config: Record<string, unknown>): Promise<string> {
   assert.notEqual(after.ActiveRootID, before.ActiveRootID, 'the root did not rotate');
   const active = after.Roots.find((x) => x.Active);
   assert.equal(active?.IntermediateCerts?.length, 1, 'the new root carries the cross-signed certificate');
-  // Jitter is 1 s in this test; give every proxy time to re-issue.
-  await new Promise((res) => setTimeout(res, 2500));
+  // Jitter is 1 s and the renewal check runs every second; give every proxy time to re-issue.
+  await new Promise((res) => setTimeout(res, 3500));
   return after.ActiveRootID;
 }
 
