@@ -173,15 +173,15 @@ export class FileStore implements Store {
     try {
       raw = JSON.parse(readFileSync(file, 'utf8'));
     } catch (err) {
-      throw new Error(`cannot read ${file}: ${(err as Error).message}; move it away to start with empty state`, { cause: err });
+      throw new Error(`cannot read ${file}: ${(err as Error).message}; restore it from a backup, or move it away to start with empty state (a new CA root: existing proxies must fetch new certificates)`, { cause: err });
     }
     const parsed = raw as Partial<Persisted> | null;
     const version: unknown = parsed?.version;
     if (typeof version === 'number' && version !== 1) {
-      throw new Error(`${file} has unknown version ${version}: it was written by another meshd; move it away to start with empty state`);
+      throw new Error(`${file} has unknown version ${version}: it was written by another meshd; restore it from a backup, or move it away to start with empty state (a new CA root: existing proxies must fetch new certificates)`);
     }
     const valid = parsed !== null && typeof parsed === 'object' && version === 1 && Number.isInteger(parsed.index) && typeof parsed.tables === 'object' && parsed.tables !== null;
-    if (!valid || parsed.index === undefined || parsed.tables === undefined) throw new Error(`${file} is not a meshd state file (version 1): move it away to start with empty state`);
+    if (!valid || parsed.index === undefined || parsed.tables === undefined) throw new Error(`${file} is not a meshd state file (version 1): restore it from a backup, or move it away to start with empty state (a new CA root: existing proxies must fetch new certificates)`);
     this.#index = parsed.index;
     for (const [name, t] of Object.entries(parsed.tables)) {
       this.#tables.set(name, { index: t.index, entries: new Map(Object.entries(t.entries)) });
