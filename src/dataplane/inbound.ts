@@ -30,10 +30,26 @@ export function tlsServerOptions(t: TlsMaterial): tls.SecureContextOptions {
   return { key: t.keyPem, cert: t.certPem, ca: [...t.caPems], minVersion: 'TLSv1.2' };
 }
 
+/**
+ * How often a worker looks for a new table generation to re-check its open connections
+ * (one Atomics.load per tick; the re-check itself runs only when the generation moved).
+ * 250 ms keeps "closed within one second of the change" with room to spare.
+ */
+export const RECHECK_INTERVAL_MS = 250;
+
+interface LiveConnection {
+  readonly source: string;
+  readonly downstream: tls.TLSSocket;
+  readonly app: net.Socket;
+}
+
 export class InboundListener {
   readonly #deps: InboundDeps;
   readonly #server: tls.Server;
   #trustDomain: string;
+  readonly #live = new Set<LiveConnection>();
+  #seenGeneration: number;
+  readonly #recheck: NodeJS.Timeout;
 
   constructor(deps: InboundDeps, material: TlsMaterial) {
     this.#deps = deps;
@@ -46,6 +62,9 @@ export class InboundListener {
       handshakeTimeout: deps.handshakeTimeoutMs,
     });
     this.#server.on('secureConnection', (socket) => this.#onSecure(socket));
+    this.#seenGeneration = deps.policy.generation();
+    this.#recheck = setInterval(() => this.recheck(), RECHECK_INTERVAL_MS);
+    this.#recheck.unref();
     this.#server.on('tlsClientError', (err) => {
       const c = this.#deps.counters;
       const slot = handshakeSlot(handshakeReason(err));
@@ -64,7 +83,28 @@ export class InboundListener {
   }
 
   close(): Promise<void> {
+    clearInterval(this.#recheck);
     return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /**
+   * Live enforcement: when a new table generation has been published, every open connection
+   * is decided again and those now denied are closed and counted as `late_rejection`.
+   * Returns how many were closed.
+   */
+  recheck(): number {
+    const g = this.#deps.policy.generation();
+    if (g === this.#seenGeneration) return 0;
+    this.#seenGeneration = g;
+    let closed = 0;
+    for (const conn of this.#live) {
+      if (isAllowed(this.#deps.policy.decide(conn.source, this.#deps.service))) continue;
+      this.#live.delete(conn);
+      conn.app.destroy();
+      this.#deny(conn.downstream, 'late_rejection');
+      closed++;
+    }
+    return closed;
   }
 
   #deny(socket: net.Socket, reason: DenyReason): void {
@@ -83,6 +123,7 @@ export class InboundListener {
       return;
     }
     const decision = this.#deps.policy.decide(who.id.service, this.#deps.service);
+    const decidedUnder = this.#deps.policy.lastGeneration;
     if (!isAllowed(decision)) {
       this.#deny(socket, 'intention');
       return;
@@ -102,7 +143,12 @@ export class InboundListener {
       app.off('error', failed);
       const c = this.#deps.counters;
       c[S.ACCEPTED_IN] = (c[S.ACCEPTED_IN] as number) + 1;
+      const live: LiveConnection = { source: who.id.service, downstream: socket, app };
+      this.#live.add(live);
+      // Decided under an older table than the last re-check saw: make the next tick re-scan.
+      if (decidedUnder !== this.#seenGeneration) this.#seenGeneration = -1;
       splice(socket, app, () => {
+        this.#live.delete(live);
         // Payload bytes: what the app received is what the peer sent, and vice versa.
         c[S.RX_IN] = (c[S.RX_IN] as number) + app.bytesWritten;
         c[S.TX_IN] = (c[S.TX_IN] as number) + app.bytesRead;

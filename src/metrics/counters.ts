@@ -22,6 +22,8 @@ export type Direction = (typeof DIRECTIONS)[number];
  * - upstream_connect_failed: TCP/TLS to the chosen instance failed
  * - upstream_identity_mismatch: the server presented a valid chain with another service's ID
  * - not_ready: no certificate or table yet
+ * - late_rejection: an open connection that a newer intention table denies, closed by the
+ *   worker (Consul leaves such connections open until they end on their own)
  */
 export const DENY_REASONS = [
   'intention',
@@ -32,6 +34,7 @@ export const DENY_REASONS = [
   'upstream_connect_failed',
   'upstream_identity_mismatch',
   'not_ready',
+  'late_rejection',
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 

@@ -4,6 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -180,6 +181,29 @@ describe('a two-sidecar mesh', () => {
     // Bytes: "m0".."m39" is 2*10 + 3*30 = 110 bytes each way.
     const rx = total(m, 'meshd_bytes_received_total', { direction: 'outbound' }) - total(before, 'meshd_bytes_received_total', { direction: 'outbound' });
     assert.equal(rx, 110);
+  });
+
+  test('live enforcement: an open connection that a new intention denies is closed within a second', async () => {
+    const s = net.connect({ host: '127.0.0.1', port: upstreamPort });
+    s.setEncoding('utf8');
+    const echoed = await new Promise<string>((resolve) => {
+      s.once('data', (d: string) => resolve(d));
+      s.write('still here?');
+    });
+    assert.equal(echoed, 'still here?');
+    const closed = new Promise<number>((resolve) => s.once('close', () => resolve(performance.now())));
+    s.on('error', () => undefined);
+    const before = await scrape(api.fields.metrics as string);
+    const denied = await meshd(['intention', 'create', '-deny', '-replace', '-http-addr', http, 'web', 'api']);
+    assert.equal(denied.code, 0, denied.stderr);
+    const deniedAt = performance.now();
+    const closedAt = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), 3000))]);
+    assert.ok(closedAt > 0, 'the open connection was not closed');
+    assert.ok(closedAt - deniedAt < 1000, `closed ${Math.round(closedAt - deniedAt)} ms after the CLI returned`);
+    const m = await scrape(api.fields.metrics as string);
+    assert.equal(total(m, 'meshd_connections_denied_total', { reason: 'late_rejection' }) - total(before, 'meshd_connections_denied_total', { reason: 'late_rejection' }), 1);
+    await meshd(['intention', 'create', '-allow', '-replace', '-http-addr', http, 'web', 'api']);
+    assert.ok((await waitUntilEchoes(upstreamPort, 5000)) >= 0);
   });
 
   test('deny, then delete: new connections stop', async () => {
