@@ -280,7 +280,7 @@ interface LegacyIntentionOut {
 
 async function cmdIntention(argv: readonly string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  const help = 'Usage: meshd intention <create|check|get|list|delete> [options] [SRC DST]\n';
+  const help = 'Usage: meshd intention <create|check|get|list|match|explain|delete> [options] [SRC DST]\n';
   if (sub === undefined) return (err(help), 2);
   if (sub === '-help' || sub === '--help' || sub === '-h') return (out(help), 0);
   switch (sub) {
@@ -336,6 +336,31 @@ async function cmdIntention(argv: readonly string[]): Promise<number> {
       const widths = rows[0]!.map((_c, col) => Math.max(...rows.map((row) => (row[col] as string).length)));
       out(rows.map((row) => row.map((cell, col) => cell.padEnd(widths[col] as number)).join('  ').trimEnd()).join('\n'));
       return 0;
+    }
+    case 'match': {
+      const flags: FlagSpecs = { ...HTTP_ADDR, source: { kind: 'bool', help: 'Match intentions whose source is NAME' }, destination: { kind: 'bool', help: 'Match intentions whose destination is NAME (the default)' } };
+      if (wantsHelp(rest)) return (out(usageText('intention match', '[-source|-destination] NAME', flags)), 0);
+      const f = parseFlags(rest, flags);
+      if (f.positionals.length !== 1) throw new UsageError('meshd intention match needs exactly one argument: NAME');
+      if (f.bools.get('source') === true && f.bools.get('destination') === true) throw new UsageError('-source and -destination are exclusive');
+      const name = f.positionals[0] as string;
+      const by = f.bools.get('source') === true ? 'source' : 'destination';
+      const r = await client(f).json<Record<string, LegacyIntentionOut[]>>('GET', '/v1/connect/intentions/match', { query: { by, name } });
+      for (const i of r.value[name] ?? []) out(`${i.SourceName} => ${i.DestinationName} (${i.Action})`);
+      return 0;
+    }
+    case 'explain': {
+      if (wantsHelp(rest)) return (out(usageText('intention explain', 'SRC DST', HTTP_ADDR)), 0);
+      const f = parseFlags(rest, HTTP_ADDR);
+      const [src, dst] = twoNames(f, 'explain');
+      const r = await client(f).json<{ Allowed: boolean; Layer: string; Reason: string; Matched: { SourceName: string; DestinationName: string; Precedence: number } | null; Generation: number }>('GET', '/v1/connect/intentions/explain', {
+        query: { source: src, destination: dst },
+      });
+      const e = r.value;
+      out(`${e.Allowed ? 'Allowed' : 'Denied'}: ${e.Reason}`);
+      if (e.Matched !== null) out(`Matched:     ${e.Matched.SourceName} => ${e.Matched.DestinationName} (precedence ${e.Matched.Precedence})`);
+      out(`Layer:       ${e.Layer}\nGeneration:  ${e.Generation}`);
+      return e.Allowed ? 0 : 1;
     }
     case 'delete': {
       if (wantsHelp(rest)) return (out(usageText('intention delete', 'SRC DST', HTTP_ADDR)), 0);

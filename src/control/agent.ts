@@ -294,6 +294,21 @@ export class Agent {
       const { source, destination } = pair(ctx.url);
       sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
     });
+    // Consul's match: intentions that apply to a source or destination, in evaluation order.
+    r.on('GET', '/v1/connect/intentions/match', (ctx) => {
+      const by = ctx.url.searchParams.get('by');
+      if (by !== 'source' && by !== 'destination') throw new HttpError(400, 'required query parameter "by" must be "source" or "destination"');
+      const names = ctx.url.searchParams.getAll('name');
+      if (names.length === 0) throw new HttpError(400, 'required query parameter "name" not set');
+      const all = this.#intentions.list();
+      const out: Record<string, unknown[]> = {};
+      for (const n of names) out[n] = all.filter((i) => (by === 'source' ? i.SourceName === n || i.SourceName === '*' : i.DestinationName === n || i.DestinationName === '*'));
+      sendJson(ctx.res, 200, out, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+    });
+    r.on('GET', '/v1/connect/intentions/explain', (ctx) => {
+      const { source, destination } = pair(ctx.url);
+      sendJson(ctx.res, 200, this.#policy.explain(source, destination), this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+    });
     r.on('POST', '/v1/agent/connect/authorize', async (ctx) => {
       const body = parseJsonObject(await readBody(ctx.req));
       const target = reqString(body, 'Target');

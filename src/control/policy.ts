@@ -14,6 +14,15 @@ export interface CheckResult {
   readonly reason: string;
 }
 
+export interface Explanation {
+  readonly Allowed: boolean;
+  readonly Layer: 'L4' | 'L7' | 'default';
+  readonly Reason: string;
+  readonly Matched: { readonly SourceName: string; readonly DestinationName: string; readonly Action: string | null; readonly Precedence: number } | null;
+  /** The table generation the answer came from. */
+  readonly Generation: number;
+}
+
 export class PolicyEngine {
   readonly #writer: PolicyTableWriter;
   readonly #reader: PolicyTableReader;
@@ -57,6 +66,28 @@ export class PolicyEngine {
   /** Frees a dead worker's reader slot so publication never waits on it. */
   releaseReader(slot: number): void {
     this.#writer.releaseReaderSlot(slot);
+  }
+
+  /**
+   * What the table decides for source -> destination and why: the matched intention and its
+   * precedence, or the default policy. (Consul only gives a reason string.)
+   */
+  explain(source: string, destination: string): Explanation {
+    const d = this.#reader.decide(source, destination);
+    const code = decisionCode(d);
+    const generation = this.#reader.lastGeneration;
+    if (code === Decision.DEFAULT_ALLOW || code === Decision.DEFAULT_DENY) {
+      return { Allowed: code === Decision.DEFAULT_ALLOW, Layer: 'default', Reason: 'Default intention policy', Matched: null, Generation: generation };
+    }
+    const rule = this.#reader.ruleAt(decisionRule(d));
+    const l7 = code === Decision.L7_DENY;
+    return {
+      Allowed: code === Decision.ALLOW,
+      Layer: l7 ? 'L7' : 'L4',
+      Reason: l7 ? 'L7 intention: evaluated per request; a connection-level check counts it as deny' : `Matched L4 intention: ${rule.source} => ${rule.destination} (${rule.action})`,
+      Matched: { SourceName: rule.source, DestinationName: rule.destination, Action: l7 ? null : rule.action, Precedence: rule.precedence },
+      Generation: generation,
+    };
   }
 
   /** L4 evaluation (L7 intentions count as deny), with the reason Consul would give. */

@@ -93,6 +93,28 @@ describe('meshd CLI', () => {
       assert.match(get.stdout, /Action:\s+allow/);
     });
 
+    test('intention match lists what applies in evaluation order; explain names the deciding intention', async () => {
+      for (const [src, dst, flag] of [['web', 'db', '-allow'], ['*', 'db', '-deny'], ['web', '*', '-deny'], ['ops', 'cache', '-allow']] as const) {
+        const r = await meshd(['intention', 'create', flag, '-http-addr', http, src, dst]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const byDst = await meshd(['intention', 'match', '-destination', '-http-addr', http, 'db']);
+      assert.equal(byDst.code, 0, byDst.stderr);
+      assert.deepEqual(byDst.stdout.trim().split('\n'), ['web => db (allow)', '* => db (deny)', 'web => * (deny)']);
+      const bySrc = await meshd(['intention', 'match', '-source', '-http-addr', http, 'web']);
+      assert.deepEqual(bySrc.stdout.trim().split('\n'), ['web => db (allow)', '* => db (deny)', 'web => * (deny)']);
+      const ex = await meshd(['intention', 'explain', '-http-addr', http, 'web', 'db']);
+      assert.equal(ex.code, 0);
+      assert.match(ex.stdout, /^Allowed: Matched L4 intention: web => db \(allow\)/);
+      assert.match(ex.stdout, /precedence 9/);
+      const ex2 = await meshd(['intention', 'explain', '-http-addr', http, 'api', 'db']);
+      assert.equal(ex2.code, 1);
+      assert.match(ex2.stdout, /\* => db \(precedence 8\)/);
+      const ex3 = await meshd(['intention', 'explain', '-http-addr', http, 'x', 'y']);
+      assert.match(ex3.stdout, /^Denied: Default intention policy/);
+      for (const [src, dst] of [['web', 'db'], ['*', 'db'], ['web', '*'], ['ops', 'cache']]) await meshd(['intention', 'delete', '-http-addr', http, src as string, dst as string]);
+    });
+
     test('an invalid intention is refused with the field named, and nothing changes', async () => {
       const before = await (await fetch(`http://${http}/v1/connect/intentions`)).text();
       const r = await meshd(['intention', 'create', '-http-addr', http, 'web*', 'api']);
