@@ -24,7 +24,8 @@ meshd is a zero-trust service mesh modelled on Consul Connect.
 Commands:
   agent            Run the authority: CA, catalog, intentions, HTTP API
   connect proxy    Run a sidecar proxy for one service
-  intention        Create, check, list and delete service intentions
+  intention        Create, check, list, match, explain and delete service intentions
+  config           Write, read, list and delete config entries (HCL or JSON)
   demo             Start an agent and a demo mesh (what \`npm start\` runs)
   version          Print the version
 
@@ -255,6 +256,74 @@ function parseDurationFlag(value: string, flag: string): number {
   }
 }
 
+// ---------------------------------------------------------------------------------- config
+
+const CONFIG_KIND_FLAGS: FlagSpecs = {
+  ...HTTP_ADDR,
+  kind: { kind: 'string', help: 'Config entry kind (service-intentions, service-defaults, jwt-provider)', placeholder: 'KIND' },
+  name: { kind: 'string', help: 'Config entry name', placeholder: 'NAME' },
+};
+
+async function cmdConfig(argv: readonly string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case 'write': {
+      const flags: FlagSpecs = { ...HTTP_ADDR, cas: { kind: 'bool', help: 'Check-and-set with -modify-index' }, 'modify-index': { kind: 'string', help: 'ModifyIndex for -cas (0: only create)', placeholder: 'N' } };
+      if (wantsHelp(rest)) return (out(usageText('config write', 'FILE (HCL or JSON; - for stdin)', flags)), 0);
+      const f = parseFlags(rest, flags);
+      if (f.positionals.length !== 1) throw new UsageError('meshd config write needs exactly one argument: FILE');
+      const file = f.positionals[0] as string;
+      const { ENTRY_OBJECT_KEYS } = await import('../config/entries.ts');
+      let body: unknown;
+      try {
+        const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+        body = collapseBlocks(await parseConfigText(text, file), ENTRY_OBJECT_KEYS);
+      } catch (e) {
+        err(`meshd: cannot read ${file}: ${(e as Error).message}`);
+        return 1;
+      }
+      const query: Record<string, string> = {};
+      if (f.bools.get('cas') === true) query.cas = f.strings.get('modify-index') ?? '0';
+      const r = await client(f).json<boolean>('PUT', '/v1/config', { body, query });
+      if (!r.value) {
+        err('meshd: config entry not written: the check-and-set index did not match');
+        return 1;
+      }
+      const b = body as Record<string, unknown>;
+      out(`Config entry written: ${String(b.Kind ?? b.kind)}/${String(b.Name ?? b.name)}`);
+      return 0;
+    }
+    case 'read':
+    case 'delete': {
+      if (wantsHelp(rest)) return (out(usageText(`config ${sub}`, '-kind KIND -name NAME', CONFIG_KIND_FLAGS)), 0);
+      const f = parseFlags(rest, CONFIG_KIND_FLAGS);
+      const kind = f.strings.get('kind');
+      const name = f.strings.get('name');
+      if (kind === undefined || name === undefined) throw new UsageError(`meshd config ${sub} needs -kind and -name`);
+      const path = `/v1/config/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`;
+      if (sub === 'read') {
+        const r = await client(f).request('GET', path);
+        out(JSON.stringify(JSON.parse(r.text), null, 2));
+      } else {
+        await client(f).request('DELETE', path);
+        out(`Config entry deleted: ${kind}/${name}`);
+      }
+      return 0;
+    }
+    case 'list': {
+      if (wantsHelp(rest)) return (out(usageText('config list', '-kind KIND', CONFIG_KIND_FLAGS)), 0);
+      const f = parseFlags(rest, CONFIG_KIND_FLAGS);
+      const kind = f.strings.get('kind');
+      if (kind === undefined) throw new UsageError('meshd config list needs -kind');
+      const r = await client(f).json<{ Name: string }[]>('GET', `/v1/config/${encodeURIComponent(kind)}`);
+      for (const e of r.value) out(e.Name);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown config subcommand: ${String(sub)} (write, read, list or delete)`);
+  }
+}
+
 // ---------------------------------------------------------------------------------- intention
 
 const INTENTION_CREATE_FLAGS: FlagSpecs = {
@@ -401,6 +470,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await cmdConnect(rest);
       case 'intention':
         return await cmdIntention(rest);
+      case 'config':
+        return await cmdConfig(rest);
       case 'demo': {
         const { runDemo } = await import('../demo/demo.ts');
         return await runDemo(rest);

@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { FileStore, type Store } from './store.ts';
 import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, decodeRegistration, type CheckStatus } from './catalog.ts';
 import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
+import { decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
+import { collapseBlocks } from '../config/hcl.ts';
 import { CaState, CA_TABLE } from './ca-state.ts';
 import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, requestToken } from './acl.ts';
@@ -62,7 +64,7 @@ export class Agent {
     this.#now = now;
     this.#store = new FileStore(opts.dataDir);
     this.#catalog = new Catalog(this.#store, { Node: opts.nodeName ?? hostname(), Address: opts.host, Datacenter: opts.datacenter }, now);
-    this.#intentions = new Intentions(this.#store, now);
+    this.#intentions = new Intentions(this.#store);
     this.#pool = new SigningPool();
     this.#ca = new CaState(this.#store, this.#pool, { datacenter: opts.datacenter, now });
     this.#policy = new PolicyEngine({ maxWorkers: 0, defaultAllow: opts.defaultAllow });
@@ -267,9 +269,9 @@ export class Agent {
     };
     r.on('PUT', '/v1/connect/intentions/exact', async (ctx) => {
       const { source, destination } = pair(ctx.url);
-      const { action, description } = decodeExactBody(parseJsonObject(await readBody(ctx.req)));
+      const rule = decodeExactBody(parseJsonObject(await readBody(ctx.req)));
       try {
-        this.#intentions.upsert(source, destination, action, description);
+        this.#intentions.upsert(source, destination, rule);
       } catch (err) {
         if (err instanceof FieldError) throw new HttpError(400, `Invalid intention: ${err.message}`);
         throw err;
@@ -290,6 +292,58 @@ export class Agent {
       sendJson(ctx.res, 200, true);
     });
     r.on('GET', '/v1/connect/intentions', (ctx) => this.#blocking(ctx, [INTENTIONS], () => this.#intentions.list()));
+
+    // --- config entries (Consul's /v1/config) ---
+    const table = (kind: ConfigEntryKind): string => (kind === 'service-intentions' ? INTENTIONS : `config/${kind}`);
+    const kindParam = (ctx: RequestContext): ConfigEntryKind => {
+      try {
+        return parseConfigEntryKind(ctx.params.kind as string, 'kind');
+      } catch (err) {
+        if (err instanceof FieldError) throw new HttpError(400, err.message);
+        throw err;
+      }
+    };
+    const readEntry = (kind: ConfigEntryKind, name: string): { value: ConfigEntry; createIndex: number; modifyIndex: number } | undefined =>
+      kind === 'service-intentions' ? this.#intentions.entry(name) : this.#store.get<ConfigEntry>(table(kind), name);
+    r.on('PUT', '/v1/config', async (ctx) => {
+      const entry = decodeConfigEntry(collapseBlocks(parseJsonObject(await readBody(ctx.req)), ENTRY_OBJECT_KEYS));
+      const cas = ctx.url.searchParams.get('cas');
+      if (cas !== null) {
+        // Check-and-set: 0 means "only if absent", otherwise the entry's ModifyIndex.
+        const current = readEntry(entry.kind, entry.name);
+        if ((current?.modifyIndex ?? 0) !== Number(cas)) return sendJson(ctx.res, 200, false);
+      }
+      if (entry.kind === 'service-intentions') this.#intentions.write(entry);
+      else this.#store.put(table(entry.kind), entry.name, entry);
+      if (entry.kind === 'service-intentions') await this.#republish();
+      sendJson(ctx.res, 200, true);
+    });
+    r.on('GET', '/v1/config/:kind/:name', (ctx) => {
+      const kind = kindParam(ctx);
+      const e = readEntry(kind, ctx.params.name as string);
+      if (e === undefined) throw new HttpError(404, `Config entry not found for "${kind}" / "${ctx.params.name as string}"`);
+      sendJson(ctx.res, 200, encodeConfigEntry(e.value, e), this.#consulHeaders(this.#maxIndex([table(kind)])));
+    });
+    r.on('GET', '/v1/config/:kind', (ctx) => {
+      const kind = kindParam(ctx);
+      return this.#blocking(ctx, [table(kind)], () => {
+        const names = this.#store.list<{ name?: string; Name?: string }>(table(kind)).map((e) => e.value.name ?? e.value.Name ?? '');
+        return names
+          .sort()
+          .map((n) => readEntry(kind, n))
+          .flatMap((e) => (e === undefined ? [] : [encodeConfigEntry(e.value, e)]));
+      });
+    });
+    r.on('DELETE', '/v1/config/:kind/:name', async (ctx) => {
+      const kind = kindParam(ctx);
+      const name = ctx.params.name as string;
+      const cas = ctx.url.searchParams.get('cas');
+      const current = readEntry(kind, name);
+      if (cas !== null && (current?.modifyIndex ?? 0) !== Number(cas)) return sendJson(ctx.res, 200, false);
+      this.#store.delete(table(kind), name);
+      if (kind === 'service-intentions') await this.#republish();
+      sendJson(ctx.res, 200, true);
+    });
     r.on('GET', '/v1/connect/intentions/check', (ctx) => {
       const { source, destination } = pair(ctx.url);
       sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#maxIndex([INTENTIONS])));

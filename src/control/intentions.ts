@@ -1,36 +1,20 @@
 // Intentions as Consul stores them since 1.9: one `service-intentions` config entry per
-// destination holding every source rule for it. The legacy name-based API
-// (`/v1/connect/intentions/exact`) edits one source inside that entry; the list API flattens
-// entries back into legacy intention objects. Semantics: ../shared/reference/consul-mesh.md §2.
-// Runs on: the control thread (agent). The data plane never sees these objects: it reads
-// the compiled table (src/authz).
+// destination holding every source rule for it (src/config/service-intentions.ts decodes and
+// validates them). The legacy name-based API (`/v1/connect/intentions/exact`) edits one source
+// inside that entry — by re-encoding the entry, changing the source and decoding it again, so
+// both APIs go through one validation path; the list API flattens entries back into legacy
+// intention objects. Semantics: ../shared/reference/consul-mesh.md §2.
+// Runs on: the control thread (agent). The data plane never sees these objects: it reads the
+// compiled table (src/authz).
 
 import type { Store } from './store.ts';
 import { FieldError, type JsonObject, optString, pick, rejectUnknown } from './decode.ts';
 import { SERVICE_NAME_RE } from './catalog.ts';
+import { decodeConfigEntry, encodeConfigEntry, intentionRules, type ServiceIntentionsEntry } from '../config/entries.ts';
 
 export const INTENTIONS = 'config/service-intentions';
 
 export type Action = 'allow' | 'deny';
-
-export interface SourceIntention {
-  readonly Name: string;
-  readonly Namespace: 'default';
-  readonly Action: Action;
-  readonly Type: 'consul';
-  readonly Description: string;
-  readonly Precedence: number;
-  readonly LegacyCreateTime: string;
-  readonly LegacyUpdateTime: string;
-}
-
-export interface ServiceIntentionsEntry {
-  readonly Kind: 'service-intentions';
-  readonly Name: string;
-  readonly Namespace: 'default';
-  readonly Meta: Record<string, string>;
-  readonly Sources: SourceIntention[];
-}
 
 /** The legacy flattened intention object of `/v1/connect/intentions*`. */
 export interface LegacyIntention {
@@ -42,13 +26,12 @@ export interface LegacyIntention {
   DestinationNS: string;
   DestinationName: string;
   SourceType: string;
-  Action: Action;
-  Permissions: null;
+  /** Empty for an L7 intention (its permissions decide). */
+  Action: Action | '';
+  Permissions: unknown[] | null;
   Description: string;
   Meta: Record<string, string>;
   Precedence: number;
-  CreatedAt: string;
-  UpdatedAt: string;
   CreateIndex: number;
   ModifyIndex: number;
 }
@@ -63,7 +46,7 @@ export interface IntentionRule {
 /**
  * Consul's precedence (§2.2), CE form: exact→exact 9, *→exact 8, exact→* 6, *→* 5.
  * count(name) = 1 for "*" and 2 for an exact name; max = {2: 9, 1: 6}[count(dst)];
- * precedence = max - (2 - count(src)).
+ * precedence = max - (2 - count(source)).
  */
 export function precedence(source: string, destination: string): number {
   const count = (n: string): number => (n === '*' ? 1 : 2);
@@ -79,66 +62,81 @@ export function validateIntentionName(name: string, field: string): void {
   if (!SERVICE_NAME_RE.test(name)) throw new FieldError(field, `${JSON.stringify(name)} is not a valid service name`);
 }
 
-/** Body of `PUT /v1/connect/intentions/exact`: `{SourceType, Action, Description}`. */
-export function decodeExactBody(body: JsonObject): { action: Action; description: string } {
-  if (pick(body, 'Permissions') !== undefined && pick(body, 'Permissions') !== null) {
-    throw new FieldError('Permissions', 'L7 permissions are not supported by this agent yet; use Action');
-  }
-  rejectUnknown(body, ['SourceType', 'Action', 'Description', 'SourceName', 'DestinationName', 'SourceNS', 'DestinationNS', 'Meta', 'Permissions'], '');
-  const action = optString(body, 'Action');
-  if (action !== 'allow' && action !== 'deny') throw new FieldError('Action', 'must be "allow" or "deny"');
+/** The source fields of a `PUT /v1/connect/intentions/exact` body, in Consul's wire shape. */
+export interface ExactSource {
+  readonly Action?: Action;
+  readonly Permissions?: unknown[];
+  readonly Description: string;
+}
+
+/**
+ * Body of `PUT /v1/connect/intentions/exact`: `{SourceType, Action | Permissions, Description}`.
+ * Checks the envelope here; the source itself is validated with the whole entry.
+ */
+export function decodeExactBody(body: JsonObject): ExactSource {
+  rejectUnknown(body, ['SourceType', 'Action', 'Description', 'SourceName', 'DestinationName', 'SourceNS', 'DestinationNS', 'Permissions'], '');
   const type = optString(body, 'SourceType') || 'consul';
   if (type !== 'consul') throw new FieldError('SourceType', 'must be "consul"');
   const description = optString(body, 'Description') ?? '';
   if (description.length > 512) throw new FieldError('Description', 'must be at most 512 characters');
-  return { action, description };
+  const perms = pick(body, 'Permissions');
+  const hasPerms = Array.isArray(perms) && perms.length > 0;
+  if (perms !== undefined && perms !== null && !Array.isArray(perms)) throw new FieldError('Permissions', 'must be a list');
+  const action = optString(body, 'Action');
+  if (hasPerms) {
+    if (action !== undefined && action !== '') throw new FieldError('Action', 'must be omitted when Permissions are given');
+    return { Permissions: perms, Description: description };
+  }
+  if (action !== 'allow' && action !== 'deny') throw new FieldError('Action', 'must be "allow" or "deny" (or give Permissions)');
+  return { Action: action, Description: description };
 }
 
 export class Intentions {
   readonly #store: Store;
-  readonly #now: () => number;
 
-  constructor(store: Store, now: () => number) {
+  constructor(store: Store) {
     this.#store = store;
-    this.#now = now;
   }
 
-  /** Upserts one source→destination rule; returns the store index of the write. */
-  upsert(source: string, destination: string, action: Action, description: string): number {
+  /** The entry for a destination, or undefined. */
+  entry(destination: string): { value: ServiceIntentionsEntry; createIndex: number; modifyIndex: number } | undefined {
+    const e = this.#store.get<unknown>(INTENTIONS, destination);
+    return e === undefined ? undefined : { value: upgrade(e.value), createIndex: e.createIndex, modifyIndex: e.modifyIndex };
+  }
+
+  #all(): { value: ServiceIntentionsEntry; createIndex: number; modifyIndex: number }[] {
+    return this.#store.list<unknown>(INTENTIONS).map((e) => ({ value: upgrade(e.value), createIndex: e.createIndex, modifyIndex: e.modifyIndex }));
+  }
+
+  /**
+   * Upserts one source→destination rule (the legacy exact API); returns the store index.
+   * Throws FieldError (nothing stored) when the resulting entry is invalid.
+   */
+  upsert(source: string, destination: string, rule: ExactSource): number {
     validateIntentionName(source, 'source');
     validateIntentionName(destination, 'destination');
-    const stamp = new Date(this.#now()).toISOString();
-    const prev = this.#store.get<ServiceIntentionsEntry>(INTENTIONS, destination)?.value;
-    const sources = (prev?.Sources ?? []).filter((s) => s.Name !== source);
-    const old = prev?.Sources.find((s) => s.Name === source);
-    sources.push({
-      Name: source,
-      Namespace: 'default',
-      Action: action,
-      Type: 'consul',
-      Description: description,
-      Precedence: precedence(source, destination),
-      LegacyCreateTime: old?.LegacyCreateTime ?? stamp,
-      LegacyUpdateTime: stamp,
-    });
-    // Consul stores sources sorted by descending precedence (stable), then by name.
-    sources.sort((a, b) => b.Precedence - a.Precedence || (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0));
-    return this.#store.put<ServiceIntentionsEntry>(INTENTIONS, destination, {
-      Kind: 'service-intentions',
-      Name: destination,
-      Namespace: 'default',
-      Meta: prev?.Meta ?? {},
-      Sources: sources,
-    });
+    const prev = this.entry(destination);
+    const body: JsonObject = prev === undefined ? { Kind: 'service-intentions', Name: destination, Sources: [] } : encodeConfigEntry(prev.value, prev);
+    const sources = ((body.Sources as JsonObject[] | undefined) ?? []).filter((s) => s.Name !== source);
+    sources.push({ Name: source, Type: 'consul', ...rule });
+    // Precedence and indexes are computed by the decoder; drop the encoded read-only copies.
+    const raw = { ...body, Sources: sources.map(({ Precedence: _p, ...s }) => s) };
+    const entry = decodeConfigEntry(raw);
+    return this.#store.put(INTENTIONS, destination, entry);
+  }
+
+  /** Writes a whole entry (`PUT /v1/config`). */
+  write(entry: ServiceIntentionsEntry): number {
+    return this.#store.put(INTENTIONS, entry.name, entry);
   }
 
   /** Removes one rule; returns false when there was none. */
   delete(source: string, destination: string): boolean {
-    const entry = this.#store.get<ServiceIntentionsEntry>(INTENTIONS, destination);
-    if (entry === undefined || !entry.value.Sources.some((s) => s.Name === source)) return false;
-    const sources = entry.value.Sources.filter((s) => s.Name !== source);
+    const entry = this.entry(destination);
+    if (entry === undefined || !entry.value.sources.some((s) => s.name === source)) return false;
+    const sources = entry.value.sources.filter((s) => s.name !== source);
     if (sources.length === 0) this.#store.delete(INTENTIONS, destination);
-    else this.#store.put<ServiceIntentionsEntry>(INTENTIONS, destination, { ...entry.value, Sources: sources });
+    else this.#store.put<ServiceIntentionsEntry>(INTENTIONS, destination, { ...entry.value, sources });
     return true;
   }
 
@@ -146,49 +144,66 @@ export class Intentions {
     return this.list().find((i) => i.SourceName === source && i.DestinationName === destination);
   }
 
+  entries(): ServiceIntentionsEntry[] {
+    return this.#all().map((e) => e.value);
+  }
+
   /** Flattened legacy view, in evaluation order (precedence descending, then names). */
   list(): LegacyIntention[] {
     const out: LegacyIntention[] = [];
-    for (const e of this.#store.list<ServiceIntentionsEntry>(INTENTIONS)) {
-      for (const s of e.value.Sources) {
+    for (const e of this.#all()) {
+      const wire = encodeConfigEntry(e.value, e);
+      const wireSources = (wire.Sources as JsonObject[] | undefined) ?? [];
+      e.value.sources.forEach((s, i) => {
+        const perms = wireSources[i]?.Permissions;
         out.push({
           SourcePeer: '',
           SourcePartition: '',
           SourceNS: 'default',
-          SourceName: s.Name,
+          SourceName: s.name,
           DestinationPartition: '',
           DestinationNS: 'default',
-          DestinationName: e.value.Name,
-          SourceType: s.Type,
-          Action: s.Action,
-          Permissions: null,
-          Description: s.Description,
-          Meta: e.value.Meta,
-          Precedence: s.Precedence,
-          CreatedAt: s.LegacyCreateTime,
-          UpdatedAt: s.LegacyUpdateTime,
+          DestinationName: e.value.name,
+          SourceType: s.type,
+          Action: s.layer === 'l4' ? s.action : '',
+          Permissions: s.layer === 'l7' && Array.isArray(perms) ? perms : null,
+          Description: s.description,
+          Meta: { ...e.value.meta },
+          Precedence: s.precedence,
           CreateIndex: e.createIndex,
           ModifyIndex: e.modifyIndex,
         });
-      }
+      });
     }
-    out.sort(
-      (a, b) =>
-        b.Precedence - a.Precedence ||
-        cmp(a.SourceName, b.SourceName) ||
-        cmp(a.DestinationName, b.DestinationName),
-    );
+    out.sort((a, b) => b.Precedence - a.Precedence || cmp(a.SourceName, b.SourceName) || cmp(a.DestinationName, b.DestinationName));
     return out;
   }
 
   rules(): IntentionRule[] {
-    return this.list().map(legacyToRule);
+    return intentionRules(this.entries());
   }
 }
 
-export function legacyToRule(i: Pick<LegacyIntention, 'SourceName' | 'DestinationName' | 'Action'> & { readonly Permissions: unknown }): IntentionRule {
+/** Legacy intention (as a proxy reads `/v1/connect/intentions`) → compiler rule. */
+export function legacyToRule(i: Pick<LegacyIntention, 'SourceName' | 'DestinationName'> & { readonly Action: string; readonly Permissions: unknown }): IntentionRule {
   const hasPermissions = Array.isArray(i.Permissions) && i.Permissions.length > 0;
-  return { source: i.SourceName, destination: i.DestinationName, action: hasPermissions ? 'l7' : i.Action };
+  return { source: i.SourceName, destination: i.DestinationName, action: hasPermissions ? 'l7' : i.Action === 'allow' ? 'allow' : 'deny' };
+}
+
+/**
+ * Entries written by meshd 0.1's first layout (Consul-cased `Sources` with L4 actions only)
+ * are read through the decoder once more, so an old data directory keeps its intentions.
+ */
+function upgrade(value: unknown): ServiceIntentionsEntry {
+  const v = value as { Sources?: { Name: string; Action: string; Description?: string }[]; Name?: string; Meta?: Record<string, string> };
+  if (v.Sources === undefined) return value as ServiceIntentionsEntry;
+  const entry = decodeConfigEntry({
+    Kind: 'service-intentions',
+    Name: v.Name,
+    Meta: v.Meta ?? {},
+    Sources: v.Sources.map((x) => ({ Name: x.Name, Action: x.Action, Description: x.Description ?? '' })),
+  });
+  return entry as ServiceIntentionsEntry;
 }
 
 function cmp(a: string, b: string): number {

@@ -11,7 +11,7 @@ import {
   precedence,
   validateIntentionName,
 } from '../../src/control/intentions.ts';
-import type { ServiceIntentionsEntry } from '../../src/control/intentions.ts';
+import type { ServiceIntentionsEntry } from '../../src/config/entries.ts';
 
 function isFieldError(field: string, pattern?: RegExp): (e: unknown) => boolean {
   return (e: unknown) => {
@@ -22,12 +22,9 @@ function isFieldError(field: string, pattern?: RegExp): (e: unknown) => boolean 
   };
 }
 
-const T0 = Date.parse('2026-03-01T12:00:00Z');
-
-function fresh(): { store: FileStore; ixns: Intentions; clock: { now: number } } {
+function fresh(): { store: FileStore; ixns: Intentions } {
   const store = new FileStore(null);
-  const clock = { now: T0 };
-  return { store, ixns: new Intentions(store, () => clock.now), clock };
+  return { store, ixns: new Intentions(store) };
 }
 
 test('precedence is 9/8/6/5 for exact→exact, *→exact, exact→*, *→* (consul-mesh.md §2.2, CE)', () => {
@@ -48,94 +45,85 @@ test('validateIntentionName: exact names and * pass; partial wildcards and bad c
   }
 });
 
-test('decodeExactBody: Action allow|deny required; SourceType defaults to consul; Description kept', () => {
-  assert.deepEqual(decodeExactBody({ Action: 'allow' }), { action: 'allow', description: '' });
-  assert.deepEqual(decodeExactBody({ action: 'deny', description: 'no', source_type: 'consul' }), { action: 'deny', description: 'no' });
-  assert.deepEqual(decodeExactBody({ Action: 'allow', Description: 'd'.repeat(512) }), { action: 'allow', description: 'd'.repeat(512) });
-  assert.deepEqual(decodeExactBody({ Action: 'allow', Permissions: null }), { action: 'allow', description: '' });
+test('decodeExactBody: Action allow|deny, or Permissions; SourceType defaults to consul; Description kept', () => {
+  assert.deepEqual(decodeExactBody({ Action: 'allow' }), { Action: 'allow', Description: '' });
+  assert.deepEqual(decodeExactBody({ action: 'deny', description: 'no', source_type: 'consul' }), { Action: 'deny', Description: 'no' });
+  assert.deepEqual(decodeExactBody({ Action: 'allow', Description: 'd'.repeat(512) }), { Action: 'allow', Description: 'd'.repeat(512) });
+  assert.deepEqual(decodeExactBody({ Action: 'allow', Permissions: null }), { Action: 'allow', Description: '' });
+  assert.deepEqual(decodeExactBody({ Action: 'allow', SourceType: '' }), { Action: 'allow', Description: '' });
+  const perms = [{ Action: 'deny', HTTP: { PathPrefix: '/admin' } }];
+  assert.deepEqual(decodeExactBody({ Permissions: perms }), { Permissions: perms, Description: '' });
   assert.throws(() => decodeExactBody({}), isFieldError('Action', /"allow" or "deny"/));
   assert.throws(() => decodeExactBody({ Action: 'Allow' }), isFieldError('Action'));
-  assert.throws(() => decodeExactBody({ Action: 'permit' }), isFieldError('Action'));
   assert.throws(() => decodeExactBody({ Action: 1 }), isFieldError('Action'));
+  assert.throws(() => decodeExactBody({ Action: 'allow', Permissions: perms }), isFieldError('Action', /omitted when Permissions/));
 });
 
-test('decodeExactBody refuses other SourceTypes, long descriptions, Permissions and unknown keys', () => {
+test('decodeExactBody refuses other SourceTypes, long descriptions and unknown keys', () => {
   assert.throws(() => decodeExactBody({ Action: 'allow', SourceType: 'external-uri' }), isFieldError('SourceType', /must be "consul"/));
   assert.throws(() => decodeExactBody({ Action: 'allow', Description: 'd'.repeat(513) }), isFieldError('Description', /at most 512/));
-  assert.throws(
-    () => decodeExactBody({ Permissions: [{ Action: 'deny', HTTP: { PathPrefix: '/admin' } }] }),
-    isFieldError('Permissions', /not supported/),
-  );
-  assert.throws(() => decodeExactBody({ Action: 'allow', permissions: [] }), isFieldError('Permissions'));
+  assert.throws(() => decodeExactBody({ Action: 'allow', Permissions: 'x' }), isFieldError('Permissions'));
   assert.throws(() => decodeExactBody({ Action: 'allow', Bogus: 1 }), isFieldError('Bogus', /unknown field/));
 });
 
-test(
-  'decodeExactBody treats an empty SourceType as the default "consul"',
-  () => {
-    assert.deepEqual(decodeExactBody({ Action: 'allow', SourceType: '' }), { action: 'allow', description: '' });
-  },
-);
-
 test('Intentions.upsert creates and then replaces a source rule in the destination entry', () => {
-  const { store, ixns, clock } = fresh();
-  const i1 = ixns.upsert('web', 'db', 'allow', 'first');
+  const { store, ixns } = fresh();
+  const i1 = ixns.upsert('web', 'db', { Action: 'allow', Description: 'first' });
   assert.ok(i1 > 0);
   const e1 = store.get<ServiceIntentionsEntry>(INTENTIONS, 'db');
   assert.ok(e1 !== undefined);
-  assert.equal(e1.value.Kind, 'service-intentions');
-  assert.equal(e1.value.Name, 'db');
-  assert.equal(e1.value.Sources.length, 1);
-  assert.deepEqual(
-    { ...e1.value.Sources[0] },
-    {
-      Name: 'web',
-      Namespace: 'default',
-      Action: 'allow',
-      Type: 'consul',
-      Description: 'first',
-      Precedence: 9,
-      LegacyCreateTime: new Date(T0).toISOString(),
-      LegacyUpdateTime: new Date(T0).toISOString(),
-    },
-  );
+  assert.equal(e1.value.kind, 'service-intentions');
+  assert.equal(e1.value.name, 'db');
+  assert.deepEqual(e1.value.sources, [{ name: 'web', type: 'consul', description: 'first', precedence: 9, layer: 'l4', action: 'allow' }]);
 
-  clock.now = T0 + 60_000;
-  const i2 = ixns.upsert('web', 'db', 'deny', 'second');
+  const i2 = ixns.upsert('web', 'db', { Action: 'deny', Description: 'second' });
   assert.ok(i2 > i1);
   const e2 = store.get<ServiceIntentionsEntry>(INTENTIONS, 'db');
   assert.ok(e2 !== undefined);
-  assert.equal(e2.value.Sources.length, 1, 'replaced, not added');
-  const s = e2.value.Sources[0];
-  assert.equal(s?.Action, 'deny');
-  assert.equal(s?.Description, 'second');
-  assert.equal(s?.LegacyCreateTime, new Date(T0).toISOString(), 'create time survives a replace');
-  assert.equal(s?.LegacyUpdateTime, new Date(T0 + 60_000).toISOString());
+  assert.equal(e2.value.sources.length, 1, 'replaced, not added');
   assert.equal(e2.createIndex, e1.createIndex);
-
   const got = ixns.get('web', 'db');
   assert.equal(got?.Action, 'deny');
-  assert.equal(got?.CreatedAt, new Date(T0).toISOString());
-  assert.equal(got?.UpdatedAt, new Date(T0 + 60_000).toISOString());
+  assert.equal(got?.Description, 'second');
   assert.equal(ixns.get('api', 'db'), undefined);
+});
+
+test('an L7 source through the exact API is stored with its permissions and compiles as l7', () => {
+  const { ixns } = fresh();
+  ixns.upsert('web', 'db', { Permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/v1', Methods: ['get'] } }], Description: '' });
+  const got = ixns.get('web', 'db');
+  assert.equal(got?.Action, '');
+  assert.deepEqual(got?.Permissions, [{ Action: 'allow', HTTP: { PathPrefix: '/v1', Methods: ['GET'] } }]);
+  assert.deepEqual(ixns.rules(), [{ source: 'web', destination: 'db', action: 'l7' }]);
+  // An invalid permission is refused with the entry's field path, and nothing is stored.
+  assert.throws(() => ixns.upsert('api', 'db', { Permissions: [{ Action: 'allow', HTTP: { PathPrefix: 'v1' } }], Description: '' }), (e: unknown) => e instanceof FieldError && /PathPrefix/.test(e.field));
+  assert.equal(ixns.get('api', 'db'), undefined);
+});
+
+test('entries written by the first storage layout are read back', () => {
+  const store = new FileStore(null);
+  store.put(INTENTIONS, 'db', { Kind: 'service-intentions', Name: 'db', Meta: {}, Sources: [{ Name: 'web', Action: 'allow', Description: 'old', Precedence: 9 }] });
+  const ixns = new Intentions(store);
+  assert.deepEqual(ixns.rules(), [{ source: 'web', destination: 'db', action: 'allow' }]);
+  assert.equal(ixns.get('web', 'db')?.Description, 'old');
 });
 
 test('Intentions.upsert validates names before writing anything', () => {
   const { store, ixns } = fresh();
-  assert.throws(() => ixns.upsert('web*', 'db', 'allow', ''), isFieldError('source', /partial wildcards/));
-  assert.throws(() => ixns.upsert('web', 'd b', 'allow', ''), isFieldError('destination'));
+  assert.throws(() => ixns.upsert('web*', 'db', { Action: 'allow', Description: '' }), isFieldError('source', /partial wildcards/));
+  assert.throws(() => ixns.upsert('web', 'd b', { Action: 'allow', Description: '' }), isFieldError('destination'));
   assert.equal(store.index, 0);
   assert.deepEqual(ixns.list(), []);
 });
 
 test('sources within an entry are kept sorted by precedence, then name', () => {
   const { store, ixns } = fresh();
-  ixns.upsert('*', 'db', 'deny', '');
-  ixns.upsert('zeta', 'db', 'allow', '');
-  ixns.upsert('alpha', 'db', 'allow', '');
+  ixns.upsert('*', 'db', { Action: 'deny', Description: '' });
+  ixns.upsert('zeta', 'db', { Action: 'allow', Description: '' });
+  ixns.upsert('alpha', 'db', { Action: 'allow', Description: '' });
   const e = store.get<ServiceIntentionsEntry>(INTENTIONS, 'db');
   assert.deepEqual(
-    e?.value.Sources.map((s) => [s.Name, s.Precedence]),
+    e?.value.sources.map((s) => [s.name, s.precedence]),
     [
       ['alpha', 9],
       ['zeta', 9],
@@ -146,12 +134,12 @@ test('sources within an entry are kept sorted by precedence, then name', () => {
 
 test('delete removes one source; deleting the last source removes the entry', () => {
   const { store, ixns } = fresh();
-  ixns.upsert('web', 'db', 'allow', '');
-  ixns.upsert('api', 'db', 'allow', '');
+  ixns.upsert('web', 'db', { Action: 'allow', Description: '' });
+  ixns.upsert('api', 'db', { Action: 'allow', Description: '' });
   assert.equal(ixns.delete('nobody', 'db'), false);
   assert.equal(ixns.delete('web', 'nowhere'), false);
   assert.equal(ixns.delete('web', 'db'), true);
-  assert.deepEqual(store.get<ServiceIntentionsEntry>(INTENTIONS, 'db')?.value.Sources.map((s) => s.Name), ['api']);
+  assert.deepEqual(store.get<ServiceIntentionsEntry>(INTENTIONS, 'db')?.value.sources.map((s) => s.name), ['api']);
   assert.equal(ixns.delete('web', 'db'), false);
   assert.equal(ixns.delete('api', 'db'), true);
   assert.equal(store.get(INTENTIONS, 'db'), undefined);
@@ -161,13 +149,13 @@ test('delete removes one source; deleting the last source removes the entry', ()
 
 test('list() flattens entries in evaluation order: precedence desc, then source, then destination', () => {
   const { ixns } = fresh();
-  ixns.upsert('*', '*', 'deny', '');
-  ixns.upsert('web', '*', 'allow', '');
-  ixns.upsert('*', 'db', 'deny', '');
-  ixns.upsert('web', 'db', 'allow', '');
-  ixns.upsert('api', 'db', 'deny', '');
-  ixns.upsert('api', 'cache', 'allow', '');
-  ixns.upsert('api', 'b-cache', 'allow', '');
+  ixns.upsert('*', '*', { Action: 'deny', Description: '' });
+  ixns.upsert('web', '*', { Action: 'allow', Description: '' });
+  ixns.upsert('*', 'db', { Action: 'deny', Description: '' });
+  ixns.upsert('web', 'db', { Action: 'allow', Description: '' });
+  ixns.upsert('api', 'db', { Action: 'deny', Description: '' });
+  ixns.upsert('api', 'cache', { Action: 'allow', Description: '' });
+  ixns.upsert('api', 'b-cache', { Action: 'allow', Description: '' });
   const got = ixns.list().map((i) => `${i.SourceName}->${i.DestinationName}:${i.Precedence}`);
   assert.deepEqual(got, [
     'api->b-cache:9',
@@ -190,8 +178,8 @@ test('list() flattens entries in evaluation order: precedence desc, then source,
 
 test('rules() maps the list to {source, destination, action} in the same order', () => {
   const { ixns } = fresh();
-  ixns.upsert('*', 'db', 'deny', '');
-  ixns.upsert('web', 'db', 'allow', 'x');
+  ixns.upsert('*', 'db', { Action: 'deny', Description: '' });
+  ixns.upsert('web', 'db', { Action: 'allow', Description: 'x' });
   assert.deepEqual(ixns.rules(), [
     { source: 'web', destination: 'db', action: 'allow' },
     { source: '*', destination: 'db', action: 'deny' },
@@ -211,7 +199,7 @@ test('property: list() is sorted by (precedence desc, source, destination) for a
       const { ixns } = fresh();
       const expected = new Map<string, string>();
       for (const [s, d, a] of ops) {
-        ixns.upsert(s, d, a, '');
+        ixns.upsert(s, d, { Action: a, Description: '' });
         expected.set(`${s}->${d}`, a);
       }
       const list = ixns.list();
