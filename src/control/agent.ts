@@ -10,6 +10,7 @@ import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, decodeRegistration, type Ch
 import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
 import { decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
 import { collapseBlocks } from '../config/hcl.ts';
+import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
 import { CaState, CA_TABLE } from './ca-state.ts';
 import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, requestToken } from './acl.ts';
@@ -291,7 +292,22 @@ export class Agent {
       await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    r.on('GET', '/v1/connect/intentions', (ctx) => this.#blocking(ctx, [INTENTIONS], () => this.#intentions.list()));
+    r.on('GET', '/v1/connect/intentions', (ctx) => {
+      const expr = ctx.url.searchParams.get('filter');
+      let keep: ((o: Record<string, unknown>) => boolean) | null = null;
+      if (expr !== null && expr !== '') {
+        try {
+          keep = compileFilter(expr, INTENTION_FILTER_FIELDS);
+        } catch (err) {
+          if (err instanceof FilterError) throw new HttpError(400, `Failed to create boolean expression evaluator: ${err.message}`);
+          throw err;
+        }
+      }
+      return this.#blocking(ctx, [INTENTIONS], () => {
+        const all = this.#intentions.list();
+        return keep === null ? all : all.filter((i) => keep(i as unknown as Record<string, unknown>));
+      });
+    });
 
     // --- config entries (Consul's /v1/config) ---
     const table = (kind: ConfigEntryKind): string => (kind === 'service-intentions' ? INTENTIONS : `config/${kind}`);

@@ -315,3 +315,18 @@ test(
     }
   },
 );
+
+test('GET /v1/connect/intentions?filter= selects with Consul bexpr and refuses unknown fields', async () => {
+  for (const [src, dst, action] of [['fa', 'fdb', 'allow'], ['fb', 'fdb', 'deny'], ['fa', 'fcache', 'allow']]) {
+    assert.equal((await call('PUT', `/v1/connect/intentions/exact?source=${src}&destination=${dst}`, { Action: action })).status, 200);
+  }
+  const q = encodeURIComponent('DestinationName == "fdb" and Action == "allow"');
+  const r = await call('GET', `/v1/connect/intentions?filter=${q}`);
+  assert.equal(r.status, 200);
+  const got = (JSON.parse(r.text) as { SourceName: string; DestinationName: string }[]).map((i) => `${i.SourceName}->${i.DestinationName}`);
+  assert.deepEqual(got, ['fa->fdb']);
+  const bad = await call('GET', `/v1/connect/intentions?filter=${encodeURIComponent('Src == "x"')}`);
+  assert.equal(bad.status, 400);
+  assert.match(bad.text, /unknown field "Src"/);
+  for (const [src, dst] of [['fa', 'fdb'], ['fb', 'fdb'], ['fa', 'fcache']]) await call('DELETE', `/v1/connect/intentions/exact?source=${src}&destination=${dst}`);
+});
