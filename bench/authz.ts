@@ -83,8 +83,9 @@ async function measure(n: number): Promise<Row> {
   });
   await bench.run();
   const ns = (name: string, q: 'p50' | 'p99'): number => {
-    const lat = bench.tasks.find((t) => t.name === name)?.result?.latency;
-    const ms = (lat as Record<string, number> | undefined)?.[q] ?? NaN;
+    const r = bench.tasks.find((t) => t.name === name)?.result;
+    const lat = r !== undefined && 'latency' in r ? (r.latency as unknown as Record<string, number>) : undefined;
+    const ms = lat?.[q] ?? NaN;
     return Math.round((ms * 1e6) / BATCH);
   };
   if (sink === 0.5) process.stdout.write('');

@@ -9,7 +9,6 @@
 
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { PolicyTableReader } from '../authz/table.ts';
 import { isAllowed } from '../authz/table.ts';
 import { S, deniedSlot, handshakeSlot, type DenyReason } from '../metrics/counters.ts';
 import type { InboundSpec, TlsMaterial } from '../workers/messages.ts';
@@ -17,10 +16,17 @@ import { serviceIdentity } from './identity.ts';
 import { splice } from './pipe.ts';
 import { handshakeReason } from './tls-errors.ts';
 
+/** What the data plane needs from a table reader: PolicyTableReader or its WASM twin. */
+export interface PolicyProbe {
+  decide(source: string, destination: string): number;
+  generation(): number;
+  readonly lastGeneration: number;
+}
+
 export interface InboundDeps {
   readonly spec: InboundSpec;
   readonly service: string;
-  readonly policy: PolicyTableReader;
+  readonly policy: PolicyProbe;
   readonly counters: Float64Array;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;

@@ -4,6 +4,7 @@
 
 import { parentPort } from 'node:worker_threads';
 import { PolicyTableReader } from '../authz/table.ts';
+import { WasmPolicyProbe } from '../wasm/policy.ts';
 import { counterBlock } from '../metrics/counters.ts';
 import { InboundListener } from '../dataplane/inbound.ts';
 import { UpstreamListener } from '../dataplane/outbound.ts';
@@ -21,7 +22,9 @@ function send(msg: FromWorker): void {
 
 async function init(msg: WorkerInit): Promise<void> {
   const counters = counterBlock(msg.counters, msg.index);
-  const policy = new PolicyTableReader(msg.policy, msg.policySlot);
+  // The WebAssembly probe is the default: 0.52-0.68x the TypeScript reader's time per decision
+  // (docs/BENCHMARKS.md). MESHD_POLICY_PROBE=ts selects the reference implementation.
+  const policy = process.env.MESHD_POLICY_PROBE === 'ts' ? new PolicyTableReader(msg.policy, msg.policySlot) : new WasmPolicyProbe(msg.policy, msg.policySlot);
   let inboundPort: number | null = null;
   if (msg.inbound !== null) {
     inbound = new InboundListener(
