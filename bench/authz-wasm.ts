@@ -8,41 +8,12 @@
 
 import { Bench } from 'tinybench';
 import { compileIntentions } from '../src/authz/compile.ts';
-import type { IntentionRule } from '../src/authz/compile.ts';
 import { PolicyTableReader, PolicyTableWriter } from '../src/authz/table.ts';
 import { WasmPolicyProbe } from '../src/wasm/policy.ts';
+import { intentions, rng, SERVICES } from './lib/tables.ts';
 
 const SIZES = [100, 10_000, 100_000] as const;
-const SERVICES = 10_000;
 const BATCH = 1000;
-
-/** mulberry32: the same tables and queries on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function intentions(n: number, rand: () => number): IntentionRule[] {
-  const seen = new Set<string>();
-  const out: IntentionRule[] = [];
-  const svc = (): string => `svc-${Math.floor(rand() * Math.min(SERVICES, Math.max(20, n)))}`;
-  while (out.length < n) {
-    const r = rand();
-    const source = r < 0.05 ? '*' : svc();
-    const destination = r > 0.97 ? '*' : svc();
-    const key = `${source}>${destination}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push({ source, destination, action: rand() < 0.8 ? 'allow' : 'deny' });
-  }
-  return out;
-}
 
 interface Row {
   intentions: number;

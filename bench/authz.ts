@@ -6,39 +6,10 @@
 import { Bench } from 'tinybench';
 import { compileIntentions, encodeTable } from '../src/authz/compile.ts';
 import { PolicyTableReader, PolicyTableWriter } from '../src/authz/table.ts';
-import type { IntentionRule } from '../src/control/intentions.ts';
+import { intentions, rng, SERVICES } from './lib/tables.ts';
 
 const SIZES = [100, 1_000, 10_000, 100_000] as const;
-const SERVICES = 10_000;
 const BATCH = 1000;
-
-/** Deterministic PRNG (mulberry32), so every run measures the same tables. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function rules(n: number, rand: () => number): IntentionRule[] {
-  const seen = new Set<string>();
-  const out: IntentionRule[] = [];
-  const svc = (): string => `svc-${Math.floor(rand() * Math.min(SERVICES, Math.max(20, n)))}`;
-  while (out.length < n) {
-    const r = rand();
-    const source = r < 0.05 ? '*' : svc();
-    const destination = r > 0.97 ? '*' : svc();
-    const key = `${source}>${destination}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push({ source, destination, action: rand() < 0.8 ? 'allow' : 'deny' });
-  }
-  return out;
-}
 
 interface Row {
   intentions: number;
@@ -53,7 +24,7 @@ interface Row {
 
 async function measure(n: number): Promise<Row> {
   const rand = rng(n);
-  const rs = rules(n, rand);
+  const rs = intentions(n, rand);
   const t0 = performance.now();
   const model = compileIntentions({ intentions: rs, defaultAllow: false, hashKey: [0x01234567, 0x89abcdef] });
   const t1 = performance.now();

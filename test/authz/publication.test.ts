@@ -1,4 +1,5 @@
-// (c) Publication under concurrency: real worker threads read while the main thread publishes.
+// (c) Publication under concurrency: real worker threads read while the main thread publishes,
+// once through PolicyTableReader and once through its WebAssembly twin (WasmPolicyProbe).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -12,14 +13,14 @@ import type { ReaderWorkerData, ReaderWorkerResult } from './reader-worker.ts';
 const WORKERS = 4;
 const GENERATIONS = 200;
 
-test(`${WORKERS} worker readers never see a half-written table across ${GENERATIONS} publishes with growth`, async (t) => {
+for (const probe of ['ts', 'wasm'] as const) test(`${WORKERS} ${probe} worker readers never see a half-written table across ${GENERATIONS} publishes with growth`, async (t) => {
   const hashKey: [number, number] = [0x243f6a88, 0x85a308d3];
   // One page to start: generation 200 holds 3,022 rules over 3,120 names (215 KiB), so the writer
   // relocates halves and grows the memory repeatedly while the workers read.
   const writer = new PolicyTableWriter({ maxReaders: WORKERS, initialPages: 1, maximumPages: 1024 });
   const control = new Int32Array(new SharedArrayBuffer(8));
   const workers = Array.from({ length: WORKERS }, (_, slot) => {
-    const data: ReaderWorkerData = { memory: writer.memory, slot, control: control.buffer, hashKey };
+    const data: ReaderWorkerData = { probe, memory: writer.memory, slot, control: control.buffer, hashKey };
     return new Worker(new URL('./reader-worker.ts', import.meta.url), { workerData: data });
   });
   const results = workers.map((w) => new Promise<ReaderWorkerResult>((resolve, reject) => {

@@ -1,12 +1,15 @@
-// Worker thread for publication.test.ts: hammers PolicyTableReader.decide while the main thread
+// Worker thread for publication.test.ts: hammers PolicyTableReader.decide (or its WASM twin,
+// WasmPolicyProbe, with probe: 'wasm') while the main thread
 // publishes, and checks every decision against the model of the generation the reader announced.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { compileIntentions } from '../../src/authz/compile.ts';
 import { Decision, NO_RULE, PolicyTableReader, decisionCode, decisionRule } from '../../src/authz/table.ts';
+import { WasmPolicyProbe } from '../../src/wasm/policy.ts';
 import { concurrencyQueries, generationSpec, modelRuleIndex, naiveDecide } from './fixtures.ts';
 
 export interface ReaderWorkerData {
+  readonly probe: 'ts' | 'wasm';
   readonly memory: WebAssembly.Memory;
   readonly slot: number;
   /** Int32 control words: [0] = workers started, [1] = stop flag. */
@@ -23,7 +26,7 @@ export interface ReaderWorkerResult {
 
 const data = workerData as ReaderWorkerData;
 const control = new Int32Array(data.control);
-const reader = new PolicyTableReader(data.memory, data.slot);
+const reader = data.probe === 'wasm' ? new WasmPolicyProbe(data.memory, data.slot) : new PolicyTableReader(data.memory, data.slot);
 const queries = concurrencyQueries();
 
 /** Expected decision ints for generation g, computed independently of the shared memory. */
