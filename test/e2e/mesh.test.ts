@@ -14,7 +14,7 @@ import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
 import { createLeafCsr, generateRoot, signLeafCsr } from '../../src/ca/authority.ts';
 import { serviceSpiffeId } from '../../src/ca/spiffe.ts';
 import { meshd } from '../helpers/cli.ts';
-import { echoOnce, scrape, startEchoApp, total, waitUntilEchoes, waitUntilRefused, type EchoApp } from '../helpers/net.ts';
+import { echoOnce, scrape, scrapeUntil, startEchoApp, total, waitUntilEchoes, waitUntilRefused, type EchoApp, type Samples } from '../helpers/net.ts';
 
 interface Roots {
   ActiveRootID: string;
@@ -130,8 +130,9 @@ describe('a two-sidecar mesh', () => {
     });
     assert.equal(result, '');
     assert.equal(app.connections(), before);
-    const m = await scrape(api.fields.metrics as string);
-    assert.equal(total(m, 'meshd_tls_handshake_failures_total') - total(beforeMetrics, 'meshd_tls_handshake_failures_total'), 1);
+    const failures = (s: Samples): number => total(s, 'meshd_tls_handshake_failures_total') - total(beforeMetrics, 'meshd_tls_handshake_failures_total');
+    const m = await scrapeUntil(api.fields.metrics as string, (s) => failures(s) >= 1);
+    assert.equal(failures(m), 1);
   });
 
   test('outbound: a valid chain carrying another service identity is refused', async () => {

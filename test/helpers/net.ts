@@ -112,3 +112,18 @@ export function total(samples: Samples, name: string, labels: Record<string, str
   }
   return sum;
 }
+
+/**
+ * Scrapes until `ready(samples)` holds or `limitMs` passes, returning the last scrape. For
+ * counters incremented on the server side of an event the client may observe first (a TLS
+ * alert arrives before the server's handshake-error handler has run).
+ */
+export async function scrapeUntil(metricsAddr: string, ready: (s: Samples) => boolean, limitMs = 3000): Promise<Samples> {
+  const end = performance.now() + limitMs;
+  let s = await scrape(metricsAddr);
+  while (!ready(s) && performance.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+    s = await scrape(metricsAddr);
+  }
+  return s;
+}
