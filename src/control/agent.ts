@@ -22,6 +22,7 @@ import { SigningPool } from '../ca/pool.ts';
 import { CaError, CsrError } from '../ca/authority.ts';
 import { parseSpiffeId } from '../ca/spiffe.ts';
 import { VERSION } from '../version.ts';
+import { renderFamilies } from '../metrics/prometheus.ts';
 
 export interface AgentOptions {
   readonly host: string;
@@ -57,6 +58,8 @@ export class Agent {
   readonly #now: () => number;
   #sweep: NodeJS.Timeout | undefined;
   #caTick: NodeJS.Timeout | undefined;
+  /** CSR outcomes for /v1/agent/metrics; the reason set is fixed (metric labels). */
+  readonly #csr = { signed: 0, invalid: 0, permission: 0, rate_limited: 0 };
   #address: AddressInfo | undefined;
 
   constructor(opts: AgentOptions) {
@@ -156,6 +159,26 @@ export class Agent {
         Member: { Name: this.#catalog.node.Node, Addr: this.#opts.host },
       });
     });
+    // Consul's agent metrics endpoint; only the Prometheus format is served.
+    r.on('GET', '/v1/agent/metrics', (ctx) => {
+      if (ctx.url.searchParams.get('format') !== 'prometheus') throw new HttpError(400, 'meshd serves agent metrics as Prometheus text only: add ?format=prometheus');
+      const roots = (this.#ca.rootsResponse() as { Roots: unknown[] }).Roots.length;
+      const text = renderFamilies([
+        { name: 'meshd_root_expiry_seconds', help: 'Seconds until the active root CA certificate expires.', type: 'gauge', samples: [{ labels: {}, value: this.#ca.activeRootExpirySeconds() }] },
+        { name: 'meshd_ca_roots', help: 'Roots in the trust bundle (active and rotated-out).', type: 'gauge', samples: [{ labels: {}, value: roots }] },
+        { name: 'meshd_ca_leaf_signed_total', help: 'Leaf certificates signed from CSRs.', type: 'counter', samples: [{ labels: {}, value: this.#csr.signed }] },
+        {
+          name: 'meshd_ca_csr_rejected_total',
+          help: 'CSRs refused, by reason.',
+          type: 'counter',
+          samples: (['invalid', 'permission', 'rate_limited'] as const).map((reason) => ({ labels: { reason }, value: this.#csr[reason] })),
+        },
+        { name: 'meshd_catalog_services', help: 'Service instances registered in the catalog.', type: 'gauge', samples: [{ labels: {}, value: this.#catalog.services().length }] },
+        { name: 'meshd_policy_table_generation', help: "Generation of the agent's compiled intention table.", type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
+      ]);
+      ctx.res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+      ctx.res.end(text);
+    });
     r.on('GET', '/v1/status/leader', (ctx) => sendJson(ctx.res, 200, `${this.address.address}:${this.address.port}`));
 
     // --- CA ---
@@ -177,19 +200,28 @@ export class Agent {
     // CSRMaxConcurrent and refused beyond that with 429 and Retry-After.
     r.on(['PUT', 'POST'], '/v1/connect/ca/sign', async (ctx) => {
       const scope = this.#acl.scopeFor(requestToken(ctx.req, ctx.url), ctx.req.socket.remoteAddress);
-      if (!scope.ok) throw new HttpError(scope.status, scope.message);
+      if (!scope.ok) {
+        this.#csr.permission++;
+        throw new HttpError(scope.status, scope.message);
+      }
       const body = parseJsonObject(await readBody(ctx.req));
       const csr = reqString(body, 'CSR');
       const admission = this.#limiter.admit();
       if (!admission.ok) {
+        this.#csr.rate_limited++;
         ctx.res.setHeader('Retry-After', String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))));
         throw new HttpError(429, 'rate limited: too many certificate signing requests (CSRMaxPerSecond / CSRMaxConcurrent); retry later');
       }
       try {
         const issued = await this.#ca.sign(csr, scope.services);
+        this.#csr.signed++;
         sendJson(ctx.res, 200, issued);
       } catch (err) {
-        if (err instanceof CsrError) throw new HttpError(err.code === 'CSR_PERMISSION_DENIED' ? 403 : 400, `invalid CSR: ${err.message}`);
+        if (err instanceof CsrError) {
+          if (err.code === 'CSR_PERMISSION_DENIED') this.#csr.permission++;
+          else this.#csr.invalid++;
+          throw new HttpError(err.code === 'CSR_PERMISSION_DENIED' ? 403 : 400, `invalid CSR: ${err.message}`);
+        }
         throw err;
       } finally {
         admission.release();

@@ -39,9 +39,15 @@ export function renderPrometheus(blocks: readonly Float64Array[], extraLabels: R
   blocks.forEach((b, i) => {
     out.push(`meshd_worker_connections_accepted_total${labelText({ ...extraLabels, worker: String(i) })} ${(b[S.ACCEPTED_IN] as number) + (b[S.ACCEPTED_OUT] as number)}`);
   });
-  for (const g of gauges) {
+  return out.join('\n') + '\n' + renderFamilies(gauges, extraLabels);
+}
+
+/** Families computed on the control thread (the agent's, and a proxy's own gauges). */
+export function renderFamilies(families: readonly Gauge[], extraLabels: Readonly<Record<string, string>> = {}): string {
+  const out: string[] = [];
+  for (const g of families) {
     out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} ${g.type}`);
     for (const s of g.samples) out.push(`${g.name}${labelText({ ...extraLabels, ...s.labels })} ${s.value}`);
   }
-  return out.join('\n') + '\n';
+  return out.length === 0 ? '' : out.join('\n') + '\n';
 }

@@ -75,3 +75,21 @@ test('a real Prometheus server scrapes the sidecar: up == 1 and the counters arr
     await new Promise((r) => prom.once('exit', r));
   }
 });
+
+test('the agent serves /v1/agent/metrics?format=prometheus: promtool accepts it and CSR outcomes count', { skip: hasPromtool ? false : 'promtool not installed (Debian package prometheus)' }, async () => {
+  const http = agent.fields.http as string;
+  const read = async (): Promise<string> => (await fetch(`http://${http}/v1/agent/metrics?format=prometheus`)).text();
+  const value = (text: string, series: string): number => Number(new RegExp(`^${series.replace(/[{}"=]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const before = await read();
+  // Two sidecars got leaves at startup; one CSR that is not a CSR is refused as invalid.
+  assert.ok(value(before, 'meshd_ca_leaf_signed_total') >= 2, before);
+  const bad = await fetch(`http://${http}/v1/connect/ca/sign`, { method: 'POST', body: JSON.stringify({ CSR: 'not a csr' }) });
+  assert.equal(bad.status, 400);
+  const after = await read();
+  assert.equal(value(after, 'meshd_ca_csr_rejected_total{reason="invalid"}') - value(before, 'meshd_ca_csr_rejected_total{reason="invalid"}'), 1);
+  assert.ok(value(after, 'meshd_root_expiry_seconds') > 87_000 * 3600, 'a fresh root has ~87600h left');
+  assert.equal(value(after, 'meshd_ca_roots'), 1);
+  const r = spawnSync('promtool', ['check', 'metrics'], { input: after });
+  assert.equal(r.status, 0, `promtool: ${r.stdout.toString()}${r.stderr.toString()}`);
+  assert.equal((await fetch(`http://${http}/v1/agent/metrics`)).status, 400, 'format=prometheus is required');
+});
