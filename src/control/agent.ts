@@ -137,13 +137,9 @@ export class Agent {
   /** Runs a read as a Consul blocking query over the given tables. */
   async #blocking(ctx: RequestContext, tables: readonly string[], read: () => unknown): Promise<void> {
     const p = blockingParams(ctx.url);
-    const index = p === null ? this.#maxIndex(tables) : await this.#store.waitForChange(tables, p.index, p.waitMs, ctx.signal);
+    const index = p === null ? this.#store.maxIndex(tables) : await this.#store.waitForChange(tables, p.index, p.waitMs, ctx.signal);
     if (ctx.signal.aborted) return;
     sendJson(ctx.res, 200, read(), this.#consulHeaders(index));
-  }
-
-  #maxIndex(tables: readonly string[]): number {
-    return Math.max(1, ...tables.map((t) => this.#store.tableIndex(t)));
   }
 
   async #republish(): Promise<void> {
@@ -185,7 +181,7 @@ export class Agent {
     const roots = async (ctx: RequestContext): Promise<void> => {
       if (flagParam(ctx.url, 'pem')) {
         const body = this.#ca.pemBundle();
-        ctx.res.writeHead(200, { 'content-type': 'application/pem-certificate-chain', 'content-length': Buffer.byteLength(body), ...this.#consulHeaders(this.#maxIndex([CA_TABLE])) });
+        ctx.res.writeHead(200, { 'content-type': 'application/pem-certificate-chain', 'content-length': Buffer.byteLength(body), ...this.#consulHeaders(this.#store.maxIndex([CA_TABLE])) });
         ctx.res.end(body);
         return;
       }
@@ -316,7 +312,7 @@ export class Agent {
       const { source, destination } = pair(ctx.url);
       const found = this.#intentions.get(source, destination);
       if (found === undefined) throw new HttpError(404, `Intention not found: ${source} => ${destination}`);
-      sendJson(ctx.res, 200, found, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+      sendJson(ctx.res, 200, found, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
     r.on('DELETE', '/v1/connect/intentions/exact', async (ctx) => {
       const { source, destination } = pair(ctx.url);
@@ -370,7 +366,7 @@ export class Agent {
       const kind = kindParam(ctx);
       const e = readEntry(kind, ctx.params.name as string);
       if (e === undefined) throw new HttpError(404, `Config entry not found for "${kind}" / "${ctx.params.name as string}"`);
-      sendJson(ctx.res, 200, encodeConfigEntry(e.value, e), this.#consulHeaders(this.#maxIndex([table(kind)])));
+      sendJson(ctx.res, 200, encodeConfigEntry(e.value, e), this.#consulHeaders(this.#store.maxIndex([table(kind)])));
     });
     r.on('GET', '/v1/config/:kind', (ctx) => {
       const kind = kindParam(ctx);
@@ -394,7 +390,7 @@ export class Agent {
     });
     r.on('GET', '/v1/connect/intentions/check', (ctx) => {
       const { source, destination } = pair(ctx.url);
-      sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+      sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
     // Consul's match: intentions that apply to a source or destination, in evaluation order.
     r.on('GET', '/v1/connect/intentions/match', (ctx) => {
@@ -405,11 +401,11 @@ export class Agent {
       const all = this.#intentions.list();
       const out: Record<string, unknown[]> = {};
       for (const n of names) out[n] = all.filter((i) => (by === 'source' ? i.SourceName === n || i.SourceName === '*' : i.DestinationName === n || i.DestinationName === '*'));
-      sendJson(ctx.res, 200, out, this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+      sendJson(ctx.res, 200, out, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
     r.on('GET', '/v1/connect/intentions/explain', (ctx) => {
       const { source, destination } = pair(ctx.url);
-      sendJson(ctx.res, 200, this.#policy.explain(source, destination), this.#consulHeaders(this.#maxIndex([INTENTIONS])));
+      sendJson(ctx.res, 200, this.#policy.explain(source, destination), this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
     r.on('POST', '/v1/agent/connect/authorize', async (ctx) => {
       const body = parseJsonObject(await readBody(ctx.req));

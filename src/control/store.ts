@@ -30,6 +30,8 @@ export interface Store {
    * with the current index (Consul's blocking-query contract: the caller re-reads either way).
    */
   waitForChange(tables: readonly string[], sinceIndex: number, timeoutMs: number, signal?: AbortSignal): Promise<number>;
+  /** The index a read of these tables reports (X-Consul-Index): the latest change, at least 1. */
+  maxIndex(tables: readonly string[]): number;
   close(): void;
 }
 
@@ -100,14 +102,14 @@ export class FileStore implements Store {
   }
 
   waitForChange(tables: readonly string[], sinceIndex: number, timeoutMs: number, signal?: AbortSignal): Promise<number> {
-    const current = this.#maxIndex(tables);
+    const current = this.maxIndex(tables);
     if (current > sinceIndex || timeoutMs <= 0 || signal?.aborted === true) return Promise.resolve(current);
     return new Promise((resolve) => {
       const finish = (): void => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', finish);
         this.#waiters.delete(waiter);
-        resolve(this.#maxIndex(tables));
+        resolve(this.maxIndex(tables));
       };
       const waiter: Waiter = { tables, since: sinceIndex, resolve: finish };
       const timer = setTimeout(finish, timeoutMs);
@@ -117,10 +119,10 @@ export class FileStore implements Store {
   }
 
   close(): void {
-    for (const w of [...this.#waiters]) w.resolve(this.#maxIndex(w.tables));
+    for (const w of [...this.#waiters]) w.resolve(this.maxIndex(w.tables));
   }
 
-  #maxIndex(tables: readonly string[]): number {
+  maxIndex(tables: readonly string[]): number {
     let max = 0;
     for (const t of tables) max = Math.max(max, this.tableIndex(t));
     // A never-written table reports 1, not 0 (blocking clients treat 0 as "no index"), and
@@ -140,7 +142,7 @@ export class FileStore implements Store {
   #committed(): void {
     this.#persist();
     for (const w of [...this.#waiters]) {
-      if (this.#maxIndex(w.tables) > w.since) w.resolve(0);
+      if (this.maxIndex(w.tables) > w.since) w.resolve(0);
     }
   }
 

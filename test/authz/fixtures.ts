@@ -3,7 +3,8 @@
 // by both the test and its worker threads, so both sides agree on what generation n contains).
 
 import type { CompiledTable, IntentionRule } from '../../src/authz/compile.ts';
-import { Decision } from '../../src/authz/table.ts';
+import assert from 'node:assert/strict';
+import { Decision, NO_RULE, decisionCode, decisionRule, type PolicyTableReader } from '../../src/authz/table.ts';
 
 /** Consul §2.2: count = 1 for `*`, 2 for an exact name (CE: namespace always exact). */
 function exactCount(name: string): number {
@@ -103,4 +104,25 @@ export function xorshift32(seed: number): () => number {
     s ^= s << 5;
     return s >>> 0;
   };
+}
+
+/**
+ * Asserts that decision `d` (from any probe, for generation `g`) is what Consul's semantics
+ * give: the same code as the naive evaluator, and the same winning rule, read back through
+ * `reader`.
+ */
+export function assertMatchesNaive(intentions: readonly IntentionRule[], defaultAllow: boolean, reader: PolicyTableReader,
+  g: number, src: string, dst: string, d: number): void {
+  const expected = naiveDecide(intentions, defaultAllow, src, dst);
+  assert.equal(decisionCode(d), expected.code, `${src} → ${dst}`);
+  if (expected.winner === undefined) {
+    assert.equal(decisionRule(d), NO_RULE);
+  } else {
+    assert.deepEqual(reader.ruleAtGeneration(decisionRule(d), g), {
+      source: expected.winner.source,
+      destination: expected.winner.destination,
+      action: expected.winner.action,
+      precedence: consulPrecedence(expected.winner),
+    });
+  }
 }

@@ -26,7 +26,7 @@ import {
   decisionRule,
   isAllowed,
 } from '../../src/authz/table.ts';
-import { consulPrecedence, naiveDecide } from './fixtures.ts';
+import { assertMatchesNaive } from './fixtures.ts';
 
 const KEY: [number, number] = [0x9e3779b9, 0x7f4a7c15];
 
@@ -125,19 +125,7 @@ test('property: decide() equals the naive Consul evaluator for random intentions
       async (intentions, defaultAllow, hashKey, queries) => {
         const g = await writer.publish(compileIntentions({ intentions, defaultAllow, hashKey }));
         for (const [src, dst] of queries) {
-          const d = reader.decide(src, dst);
-          const expected = naiveDecide(intentions, defaultAllow, src, dst);
-          assert.equal(decisionCode(d), expected.code, `${src} → ${dst}`);
-          if (expected.winner === undefined) {
-            assert.equal(decisionRule(d), NO_RULE);
-          } else {
-            assert.deepEqual(reader.ruleAtGeneration(decisionRule(d), g), {
-              source: expected.winner.source,
-              destination: expected.winner.destination,
-              action: expected.winner.action,
-              precedence: consulPrecedence(expected.winner),
-            });
-          }
+          assertMatchesNaive(intentions, defaultAllow, reader, g, src, dst, reader.decide(src, dst));
         }
       },
     ),

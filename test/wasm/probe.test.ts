@@ -7,9 +7,9 @@ import { compileIntentions } from '../../src/authz/compile.ts';
 import type { IntentionRule } from '../../src/authz/compile.ts';
 import { halfSipHash24 } from '../../src/authz/halfsiphash.ts';
 import { PolicyTableError, PolicyTableErrorCode, readerEpochWord } from '../../src/authz/layout.ts';
-import { Decision, NO_RULE, PolicyTableReader, PolicyTableWriter, decisionCode, decisionRule } from '../../src/authz/table.ts';
+import { Decision, PolicyTableReader, PolicyTableWriter, decisionCode } from '../../src/authz/table.ts';
 import { WasmPolicyProbe, instantiatePolicy } from '../../src/wasm/policy.ts';
-import { consulPrecedence, naiveDecide } from '../authz/fixtures.ts';
+import { assertMatchesNaive } from '../authz/fixtures.ts';
 
 const KEY: [number, number] = [0x9e3779b9, 0x7f4a7c15];
 
@@ -53,21 +53,6 @@ const queryName = fc.oneof(
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 8 }) },
 );
 
-function expectedDecision(intentions: readonly IntentionRule[], defaultAllow: boolean, reader: PolicyTableReader,
-  g: number, src: string, dst: string, d: number): void {
-  const expected = naiveDecide(intentions, defaultAllow, src, dst);
-  assert.equal(decisionCode(d), expected.code, `${src} → ${dst}`);
-  if (expected.winner === undefined) {
-    assert.equal(decisionRule(d), NO_RULE);
-  } else {
-    assert.deepEqual(reader.ruleAtGeneration(decisionRule(d), g), {
-      source: expected.winner.source,
-      destination: expected.winner.destination,
-      action: expected.winner.action,
-      precedence: consulPrecedence(expected.winner),
-    });
-  }
-}
 
 test('property: WasmPolicyProbe.decide == PolicyTableReader.decide == naive Consul evaluator', async () => {
   // One writer for all runs: many generations, both halves, relocations as tables vary in size.
@@ -88,7 +73,7 @@ test('property: WasmPolicyProbe.decide == PolicyTableReader.decide == naive Cons
           const w = probe.decide(src, dst);
           assert.equal(probe.lastGeneration, g);
           assert.equal(w, reader.decide(src, dst), `wasm vs ts: ${src} → ${dst}`);
-          expectedDecision(intentions, defaultAllow, reader, g, src, dst, w);
+          assertMatchesNaive(intentions, defaultAllow, reader, g, src, dst, w);
         }
         assert.equal(new Int32Array(writer.memory.buffer)[readerEpochWord(1)], 0, 'epoch left announced');
       },
@@ -111,7 +96,7 @@ test('same names across a re-publish: cached ids are not reused from the old gen
     for (const [src, dst] of [['web', 'db'], ['web', 'db'], ['api', 'db'], ['zz', 'web'], ['nobody', 'db']] as const) {
       const d = probe.decide(src, dst);
       assert.equal(d, reader.decide(src, dst));
-      expectedDecision(intentions, round % 3 === 0, reader, g, src, dst, d);
+      assertMatchesNaive(intentions, round % 3 === 0, reader, g, src, dst, d);
     }
   }
   assert.equal(probe.generation(), 6);
@@ -131,7 +116,7 @@ test('memory growth: a probe created on the first page reads halves relocated be
       for (const src of [`svc-${i % 211}`, 'svc-999', 'other']) {
         const d = probe.decide(src, `api-${i}`);
         assert.equal(d, reader.decide(src, `api-${i}`));
-        expectedDecision(intentions, false, reader, g, src, `api-${i}`, d);
+        assertMatchesNaive(intentions, false, reader, g, src, `api-${i}`, d);
       }
     }
   }
