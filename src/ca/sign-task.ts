@@ -11,6 +11,7 @@
 // its class and its `code`. Anything else (a bug) is thrown and reaches the caller as a
 // plain Error.
 
+import { setPriority } from 'node:os';
 import { CaError, CsrError } from './errors.ts';
 import type { CaErrorCode, CsrErrorCode } from './errors.ts';
 import { signLeafFast } from './leaf.ts';
@@ -21,6 +22,23 @@ export type SignTaskResult =
   | { readonly ok: true; readonly cert: IssuedCert }
   | { readonly ok: false; readonly kind: 'csr'; readonly code: CsrErrorCode; readonly message: string }
   | { readonly ok: false; readonly kind: 'ca'; readonly code: CaErrorCode; readonly message: string };
+
+/**
+ * Signing is background work: the control thread's API (roots reads, blocking queries,
+ * config writes) should win the core when a CSR burst and an API call compete for it, which
+ * on a 2-core machine they do. On Linux setpriority(PRIO_PROCESS, 0) applies to the calling
+ * thread only, so this lowers the signing thread and nothing else (the control thread keeps
+ * the process's nice). Elsewhere it may apply to the whole process, so it is Linux-only; a
+ * refusal (a container without the right) is harmless and ignored.
+ */
+export const SIGNING_THREAD_NICE = 10;
+if (process.platform === 'linux') {
+  try {
+    setPriority(SIGNING_THREAD_NICE);
+  } catch {
+    // Not permitted here: the thread runs at the process's priority, as before.
+  }
+}
 
 export default function signTask(req: SignLeafRequest): SignTaskResult {
   try {

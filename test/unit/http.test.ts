@@ -1,7 +1,29 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FieldError } from '../../src/control/decode.ts';
-import { HttpError, blockingParams, flagParam } from '../../src/control/http.ts';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HttpError, Router, blockingParams, flagParam, readBody, sendText } from '../../src/control/http.ts';
+
+async function serve(router: Router): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => void router.handle(req, res));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+function post(port: number, path: string, body: Buffer | string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method: 'POST', path, headers: { 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    // A 413 may close the connection before the whole upload is written.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    req.end(body);
+  });
+}
 
 const u = (q: string): URL => new URL(`http://agent/v1/health/connect/x${q}`);
 
@@ -51,4 +73,50 @@ test('flagParam: a bare flag or any value but false/0 is true; absent, false and
   assert.equal(flagParam(new URL('http://a/'), 'pem'), false);
   assert.equal(flagParam(new URL('http://a/?passing=1'), 'pem'), false);
   assert.equal(flagParam(new URL('http://a/?passing&pem=false'), 'passing'), true);
+});
+
+test('readBody returns the whole body across chunks, and refuses one over the limit with 413', async () => {
+  const router = new Router().on('POST', '/echo', async (ctx) => sendText(ctx.res, 200, `${(await readBody(ctx.req, 64 * 1024)).length}`));
+  const { server, port } = await serve(router);
+  try {
+    const big = Buffer.alloc(60 * 1024, 0x62);
+    assert.deepEqual(await post(port, '/echo', big), { status: 200, text: `${big.length}\n` });
+    assert.deepEqual(await post(port, '/echo', 'héllo'), { status: 200, text: '5\n' });
+    const over = await post(port, '/echo', Buffer.alloc(65 * 1024, 0x61));
+    assert.equal(over.status, 413);
+    assert.match(over.text, /larger than 65536 bytes/);
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+});
+
+test('Router: ctx.signal aborts when the client goes away, and a handler that never asks for it still works', async () => {
+  let aborted!: () => void;
+  const sawAbort = new Promise<void>((r) => (aborted = r));
+  const router = new Router()
+    .on('GET', '/hold', (ctx) => {
+      ctx.signal.addEventListener('abort', () => aborted());
+    })
+    .on('GET', '/plain', (ctx) => sendText(ctx.res, 200, 'ok'));
+  const { server, port } = await serve(router);
+  try {
+    const req = request({ host: '127.0.0.1', port, path: '/hold' });
+    req.on('error', () => {});
+    req.end();
+    await new Promise((r) => setTimeout(r, 50));
+    req.destroy();
+    await sawAbort;
+    const text = await new Promise<string>((resolve, reject) => {
+      request({ host: '127.0.0.1', port, path: '/plain' }, (res) => {
+        let t = '';
+        res.on('data', (c: Buffer) => (t += c.toString()));
+        res.on('end', () => resolve(t));
+      }).on('error', reject).end();
+    });
+    assert.equal(text, 'ok\n');
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
 });
