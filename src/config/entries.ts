@@ -1,8 +1,10 @@
 // Config entries as `meshd config write FILE` and `PUT /v1/config` take them: HCL1 or JSON in
 // Consul's shape, decoded into domain values (the wire format stops here), and encoded back
 // into Consul's API JSON for `GET /v1/config/:kind/:name`. Kinds: service-intentions
-// (./service-intentions.ts), service-defaults (./service-defaults.ts) and jwt-provider
-// (./jwt.ts). Decode rules shared by all three are in ./wire.ts.
+// (./service-intentions.ts), service-defaults (./service-defaults.ts), jwt-provider
+// (./jwt.ts), and the discovery-chain kinds service-router (./service-router.ts),
+// service-splitter (./service-splitter.ts) and service-resolver (./service-resolver.ts).
+// Decode rules shared by all of them are in ./wire.ts.
 //
 // Pure functions: no clock, no I/O (a JWKS Filename is not read here). Runs on the CLI and
 // the control thread, never per request.
@@ -14,16 +16,24 @@ import { isPlainObject, normKey } from './wire.ts';
 import { decodeServiceIntentions, encodeServiceIntentionsBody, type ServiceIntentionsEntry } from './service-intentions.ts';
 import { decodeServiceDefaults, encodeServiceDefaultsBody, type ServiceDefaultsEntry } from './service-defaults.ts';
 import { decodeJwtProvider, encodeJwtProviderBody, type JwtProviderEntry } from './jwt.ts';
+import { decodeServiceRouter, encodeServiceRouterBody, type ServiceRouterEntry } from './service-router.ts';
+import { decodeServiceSplitter, encodeServiceSplitterBody, type ServiceSplitterEntry } from './service-splitter.ts';
+import { decodeServiceResolver, encodeServiceResolverBody, type ServiceResolverEntry } from './service-resolver.ts';
 
 export * from './service-intentions.ts';
 export * from './service-defaults.ts';
 export * from './jwt.ts';
+export * from './service-router.ts';
+export * from './service-splitter.ts';
+export * from './service-resolver.ts';
 export type { IntentionRule } from '../control/intentions.ts';
 
-export type ConfigEntry = ServiceIntentionsEntry | ServiceDefaultsEntry | JwtProviderEntry;
+export type ConfigEntry = ServiceIntentionsEntry | ServiceDefaultsEntry | JwtProviderEntry | ServiceRouterEntry | ServiceSplitterEntry | ServiceResolverEntry;
 export type ConfigEntryKind = ConfigEntry['kind'];
 
-export const CONFIG_ENTRY_KINDS: readonly ConfigEntryKind[] = ['service-intentions', 'service-defaults', 'jwt-provider'];
+export const CONFIG_ENTRY_KINDS: readonly ConfigEntryKind[] = [
+  'service-intentions', 'service-defaults', 'jwt-provider', 'service-router', 'service-splitter', 'service-resolver',
+];
 
 /**
  * Keys whose value is one object in Consul's schema, so an HCL1 block (`HTTP { … }`, which
@@ -33,6 +43,13 @@ export const CONFIG_ENTRY_KINDS: readonly ConfigEntryKind[] = ['service-intentio
  * decoder also unwraps one-element lists by itself, as Consul's weak decoding does, so a
  * JSON body given straight to decodeConfigEntry is treated the same; collapsing first keeps
  * the document a file produces in the shape its JSON twin has.)
+ *
+ * `Subsets` and `Failover` are maps of objects keyed by subset name: HCL1 turns the map into
+ * a one-element list (collapsed here) and each value into a one-element list, which the
+ * resolver's decoder unwraps (a subset may be called anything, so its name cannot be listed).
+ * `QueryParam` is a list under a router's `HTTP`, handled like `Header`. A failover `Policy` and
+ * the header modifiers' `Add`/`Set` are not listed (`Policy` is a string in a LoadBalancer, and
+ * `Add`/`Set` are too generic): the decoder reads a one-element list as the object anyway.
  */
 export const ENTRY_OBJECT_KEYS: ReadonlySet<string> = new Set(
   [
@@ -40,6 +57,9 @@ export const ENTRY_OBJECT_KEYS: ReadonlySet<string> = new Set(
     'JSONWebKeySet', 'Local', 'Remote', 'Forwarding', 'QueryParam', 'Cookie', 'CacheConfig',
     'RetryPolicy', 'RetryPolicyBackOff', 'JWKSCluster', 'TLSCertificates', 'TrustedCA', 'CaCertificateProviderInstance',
     'TransparentProxy', 'MeshGateway', 'Expose', 'UpstreamConfig', 'Defaults', 'Destination', 'RateLimits', 'InstanceLevel',
+    'Limits', 'PassiveHealthCheck',
+    'Match', 'RequestHeaders', 'ResponseHeaders', 'Subsets', 'Failover', 'Redirect', 'LoadBalancer', 'RingHashConfig',
+    'LeastRequestConfig', 'CookieConfig', 'PrioritizeByLocality',
   ].map(normKey),
 );
 
@@ -65,6 +85,12 @@ export function decodeConfigEntry(raw: unknown): ConfigEntry {
       return decodeServiceDefaults(raw);
     case 'jwt-provider':
       return decodeJwtProvider(raw);
+    case 'service-router':
+      return decodeServiceRouter(raw);
+    case 'service-splitter':
+      return decodeServiceSplitter(raw);
+    case 'service-resolver':
+      return decodeServiceResolver(raw);
   }
 }
 
@@ -90,6 +116,15 @@ export function encodeConfigEntry(entry: ConfigEntry, index: RaftIndex): JsonObj
       break;
     case 'jwt-provider':
       body = encodeJwtProviderBody(entry);
+      break;
+    case 'service-router':
+      body = encodeServiceRouterBody(entry);
+      break;
+    case 'service-splitter':
+      body = encodeServiceSplitterBody(entry);
+      break;
+    case 'service-resolver':
+      body = encodeServiceResolverBody(entry);
       break;
   }
   return { Kind: entry.kind, Name: entry.name, ...body, CreateIndex: index.createIndex, ModifyIndex: index.modifyIndex };

@@ -170,6 +170,7 @@ test('service-defaults with Protocol http, snake_case keys and a mesh_gateway bl
     localConnectTimeoutMs: 0,
     localRequestTimeoutMs: 30000,
     balanceInboundConnections: '',
+    upstreamConfig: null,
   };
   const got = await loadPair('service-defaults-http');
   assert.deepEqual(got, want);

@@ -54,9 +54,9 @@ const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const CASES: [string, unknown, string, string | RegExp][] = [
   // Kind dispatch
   ['not an object', ['Kind'], 'entry', 'must be an object with a Kind'],
-  ['no Kind', { Name: 'api' }, 'Kind', 'is required (one of service-intentions, service-defaults, jwt-provider)'],
+  ['no Kind', { Name: 'api' }, 'Kind', 'is required (one of service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver)'],
   ['Kind not a string', { Kind: 3 }, 'Kind', 'must be a string'],
-  ['unsupported kind', { Kind: 'proxy-defaults', Name: 'global' }, 'Kind', 'unsupported config entry kind "proxy-defaults": meshd supports service-intentions, service-defaults, jwt-provider'],
+  ['unsupported kind', { Kind: 'proxy-defaults', Name: 'global' }, 'Kind', 'unsupported config entry kind "proxy-defaults": meshd supports service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver'],
 
   // service-intentions: the entry
   ['no Name', set(INTENTIONS, 'Name', undefined), 'Name', 'is required'],
@@ -131,7 +131,24 @@ const CASES: [string, unknown, string, string | RegExp][] = [
   ['negative MaxInboundConnections', set(DEFAULTS, 'MaxInboundConnections', -1), 'MaxInboundConnections', 'must be between 0 and 2147483647, got -1'],
   ['fractional timeout', set(DEFAULTS, 'LocalConnectTimeoutMs', 1.5), 'LocalConnectTimeoutMs', 'must be a whole number, got number 1.5'],
   ['port out of range', set(DEFAULTS, 'TransparentProxy', { OutboundListenerPort: 70000 }), 'TransparentProxy.OutboundListenerPort', 'must be between 0 and 65535, got 70000'],
-  ['UpstreamConfig set', set(DEFAULTS, 'UpstreamConfig', { Defaults: { ConnectTimeoutMs: 1000 } }), 'UpstreamConfig', 'is a Consul feature meshd does not implement; remove it'],
+  ['UpstreamConfig EnvoyClusterJSON', set(DEFAULTS, 'UpstreamConfig', { Defaults: { EnvoyClusterJSON: '{}' } }), 'UpstreamConfig.Defaults.EnvoyClusterJSON', 'is a Consul feature meshd does not implement; remove it'],
+  ['UpstreamConfig EnvoyListenerJSON', set(DEFAULTS, 'UpstreamConfig', { Overrides: [{ Name: 'db', EnvoyListenerJSON: '{}' }] }), 'UpstreamConfig.Overrides[0].EnvoyListenerJSON', 'is a Consul feature meshd does not implement; remove it'],
+  ['UpstreamConfig MeshGateway', set(DEFAULTS, 'UpstreamConfig', { Defaults: { MeshGateway: { Mode: 'local' } } }), 'UpstreamConfig.Defaults.MeshGateway', 'is a Consul feature meshd does not implement; remove it'],
+  ['UpstreamConfig BalanceOutboundConnections', set(DEFAULTS, 'UpstreamConfig', { Defaults: { BalanceOutboundConnections: 'exact_balance' } }), 'UpstreamConfig.Defaults.BalanceOutboundConnections', 'is a Consul feature meshd does not implement; remove it'],
+  ['UpstreamConfig override Peer', set(DEFAULTS, 'UpstreamConfig', { Overrides: [{ Name: 'db', Peer: 'other' }] }), 'UpstreamConfig.Overrides[0].Peer', 'cluster peering is not supported by meshd'],
+  ['UpstreamConfig override Namespace', set(DEFAULTS, 'UpstreamConfig', { Overrides: [{ Name: 'db', Namespace: 'ns1' }] }), 'UpstreamConfig.Overrides[0].Namespace', /^namespaces are a Consul Enterprise feature/],
+  ['UpstreamConfig Defaults with a Name', set(DEFAULTS, 'UpstreamConfig', { Defaults: { Name: 'db' } }), 'UpstreamConfig.Defaults.Name', 'must be empty'],
+  ['UpstreamConfig override without Name', set(DEFAULTS, 'UpstreamConfig', { Overrides: [{ ConnectTimeoutMs: 100 }] }), 'UpstreamConfig.Overrides[0].Name', 'is required'],
+  ['UpstreamConfig override wildcard', set(DEFAULTS, 'UpstreamConfig', { Overrides: [{ Name: '*' }] }), 'UpstreamConfig.Overrides[0].Name', 'Wildcard name is not supported'],
+  ['UpstreamConfig override twice', set(DEFAULTS, 'UpstreamConfig', { Overrides: [{ Name: 'db' }, { Name: 'db' }] }), 'UpstreamConfig.Overrides[1].Name', 'overrides "db" more than once'],
+  ['UpstreamConfig bad Protocol', set(DEFAULTS, 'UpstreamConfig', { Defaults: { Protocol: 'redis' } }), 'UpstreamConfig.Defaults.Protocol', 'must be one of "tcp", "http", "http2", "grpc", got "redis"'],
+  ['UpstreamConfig negative ConnectTimeoutMs', set(DEFAULTS, 'UpstreamConfig', { Defaults: { ConnectTimeoutMs: -1 } }), 'UpstreamConfig.Defaults.ConnectTimeoutMs', 'must be between 0 and 2147483647, got -1'],
+  ['UpstreamConfig negative MaxConnections', set(DEFAULTS, 'UpstreamConfig', { Defaults: { Limits: { MaxConnections: -1 } } }), 'UpstreamConfig.Defaults.Limits.MaxConnections', 'must be between 0 and 2147483647, got -1'],
+  ['UpstreamConfig unknown Limits key', set(DEFAULTS, 'UpstreamConfig', { Defaults: { Limits: { MaxRetries: 3 } } }), 'UpstreamConfig.Defaults.Limits.MaxRetries', 'invalid config key "MaxRetries"'],
+  ['UpstreamConfig enforcing over 100', set(DEFAULTS, 'UpstreamConfig', { Defaults: { PassiveHealthCheck: { EnforcingConsecutive5xx: 101 } } }), 'UpstreamConfig.Defaults.PassiveHealthCheck.EnforcingConsecutive5xx', 'must be between 0 and 100, got 101'],
+  ['UpstreamConfig max ejection over 100', set(DEFAULTS, 'UpstreamConfig', { Defaults: { PassiveHealthCheck: { MaxEjectionPercent: 150 } } }), 'UpstreamConfig.Defaults.PassiveHealthCheck.MaxEjectionPercent', 'must be between 0 and 100, got 150'],
+  ['UpstreamConfig bad Interval', set(DEFAULTS, 'UpstreamConfig', { Defaults: { PassiveHealthCheck: { Interval: 'soon' } } }), 'UpstreamConfig.Defaults.PassiveHealthCheck.Interval', /^invalid duration "soon"/],
+  ['UpstreamConfig negative BaseEjectionTime', set(DEFAULTS, 'UpstreamConfig', { Defaults: { PassiveHealthCheck: { BaseEjectionTime: -5 } } }), 'UpstreamConfig.Defaults.PassiveHealthCheck.BaseEjectionTime', /^must be a duration such as "10s"/],
   ['misspelt key', set(DEFAULTS, 'Protocl', 'http'), 'Protocl', 'invalid config key "Protocl"'],
   ['service-defaults Meta over 64', set(DEFAULTS, 'Meta', Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']))), 'Meta', 'exceeds maximum element count 64'],
 

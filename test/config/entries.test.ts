@@ -13,6 +13,7 @@ import {
   parseConfigEntryKind,
   parseConfigEntryText,
   referencedJwtProviders,
+  resolveUpstreamConfig,
   type ConfigEntry,
   type JwtProviderEntry,
   type ServiceDefaultsEntry,
@@ -176,7 +177,7 @@ test('a per-kind decoder called directly refuses another kind', () => {
 
 test('parseConfigEntryKind accepts the three kinds in any case and names them otherwise', () => {
   assert.equal(parseConfigEntryKind('JWT-Provider'), 'jwt-provider');
-  assert.throws(() => parseConfigEntryKind('mesh', 'kind'), (e: unknown) => e instanceof FieldError && e.field === 'kind' && /service-intentions, service-defaults, jwt-provider/.test(e.message));
+  assert.throws(() => parseConfigEntryKind('mesh', 'kind'), (e: unknown) => e instanceof FieldError && e.field === 'kind' && /service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver/.test(e.message));
 });
 
 test('service-defaults: tcp by default, protocol lower-cased, Consul GET output (Expose {}) accepted back', () => {
@@ -273,4 +274,97 @@ test('referencedJwtProviders lists entry- and permission-level providers once ea
     ],
   });
   assert.deepEqual(referencedJwtProviders(e), ['auth0', 'okta']);
+});
+
+test('service-defaults UpstreamConfig (Consul docs example): HCL and JSON alike, durations as strings or nanoseconds, round trip', async () => {
+  const hcl = `
+Kind     = "service-defaults"
+Name     = "web"
+Protocol = "http"
+UpstreamConfig {
+  Defaults {
+    ConnectTimeoutMs = 5000
+    Limits {
+      MaxConnections        = 512
+      MaxPendingRequests    = 512
+      MaxConcurrentRequests = 512
+    }
+  }
+  Overrides = [
+    {
+      Name     = "api"
+      Protocol = "HTTP2"
+      PassiveHealthCheck {
+        Interval                = "10s"
+        MaxFailures             = 3
+        EnforcingConsecutive5xx = 0
+        MaxEjectionPercent      = 50
+        BaseEjectionTime        = "1m"
+      }
+    },
+    {
+      name               = "db"
+      connect_timeout_ms = 1500
+      limits { max_connections = 0 }
+    },
+  ]
+}
+`;
+  const json = {
+    Kind: 'service-defaults',
+    Name: 'web',
+    Protocol: 'http',
+    UpstreamConfig: {
+      Defaults: { ConnectTimeoutMs: 5000, Limits: { MaxConnections: 512, MaxPendingRequests: 512, MaxConcurrentRequests: 512 } },
+      Overrides: [
+        // Consul's GET writes these durations as nanoseconds.
+        { Name: 'api', Protocol: 'http2', PassiveHealthCheck: { Interval: 10_000_000_000, MaxFailures: 3, EnforcingConsecutive5xx: 0, MaxEjectionPercent: 50, BaseEjectionTime: 60_000_000_000 } },
+        { Name: 'db', ConnectTimeoutMs: 1500, Limits: { MaxConnections: 0 } },
+      ],
+    },
+  };
+  const a = (await parseConfigEntryText(hcl, 'sd.hcl')) as ServiceDefaultsEntry;
+  const b = (await parseConfigEntryText(JSON.stringify(json), 'sd.json')) as ServiceDefaultsEntry;
+  assert.deepEqual(a, b);
+  assert.deepEqual(a.upstreamConfig, {
+    defaults: { protocol: '', connectTimeoutMs: 5000, limits: { maxConnections: 512, maxPendingRequests: 512, maxConcurrentRequests: 512 }, passiveHealthCheck: null },
+    overrides: [
+      {
+        name: 'api',
+        protocol: 'http2',
+        connectTimeoutMs: 0,
+        limits: null,
+        passiveHealthCheck: { intervalMs: 10_000, maxFailures: 3, enforcingConsecutive5xx: 0, maxEjectionPercent: 50, baseEjectionTimeMs: 60_000 },
+      },
+      { name: 'db', protocol: '', connectTimeoutMs: 1500, limits: { maxConnections: 0, maxPendingRequests: null, maxConcurrentRequests: null }, passiveHealthCheck: null },
+    ],
+  });
+  const wire = encodeConfigEntry(a, { createIndex: 2, modifyIndex: 2 });
+  assert.deepEqual(wire.UpstreamConfig, json.UpstreamConfig);
+  assert.deepEqual(decodeConfigEntry(wire), a);
+});
+
+test('resolveUpstreamConfig: the override naming the upstream is laid over Defaults field by field', () => {
+  const e = decodeConfigEntry({
+    Kind: 'service-defaults',
+    Name: 'web',
+    UpstreamConfig: {
+      Defaults: { Protocol: 'http', ConnectTimeoutMs: 2000, Limits: { MaxConnections: 10 }, PassiveHealthCheck: { MaxFailures: 7 } },
+      Overrides: [{ Name: 'api', ConnectTimeoutMs: 500, PassiveHealthCheck: { Interval: '1s' } }, { Name: 'solo' }],
+    },
+  }) as ServiceDefaultsEntry;
+  const uc = e.upstreamConfig;
+  assert.deepEqual(resolveUpstreamConfig(uc, 'api'), {
+    protocol: 'http',
+    connectTimeoutMs: 500,
+    limits: { maxConnections: 10, maxPendingRequests: null, maxConcurrentRequests: null },
+    passiveHealthCheck: { intervalMs: 1000, maxFailures: 0, enforcingConsecutive5xx: null, maxEjectionPercent: null, baseEjectionTimeMs: null },
+  });
+  assert.deepEqual(resolveUpstreamConfig(uc, 'other'), uc?.defaults);
+  assert.equal(resolveUpstreamConfig(null, 'api'), null);
+  const onlyOverrides = decodeConfigEntry({ Kind: 'service-defaults', Name: 'web', UpstreamConfig: { Overrides: [{ Name: 'api', Protocol: 'grpc' }] } }) as ServiceDefaultsEntry;
+  assert.equal(resolveUpstreamConfig(onlyOverrides.upstreamConfig, 'api')?.protocol, 'grpc');
+  assert.equal(resolveUpstreamConfig(onlyOverrides.upstreamConfig, 'db'), null);
+  // An empty UpstreamConfig is no UpstreamConfig.
+  assert.equal((decodeConfigEntry({ Kind: 'service-defaults', Name: 'web', UpstreamConfig: {} }) as ServiceDefaultsEntry).upstreamConfig, null);
 });
