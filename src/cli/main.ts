@@ -26,6 +26,7 @@ Commands:
   connect proxy    Run a sidecar proxy for one service
   intention        Create, check, list, match, explain and delete service intentions
   config           Write, read, list and delete config entries (HCL or JSON)
+  services         Register and deregister service definitions (HCL or JSON)
   demo             Start an agent and a demo mesh (what \`npm start\` runs)
   version          Print the version
 
@@ -143,7 +144,14 @@ const PROXY_FLAGS: FlagSpecs = {
   'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
   register: { kind: 'bool', help: 'Register the service and this sidecar in the agent catalog' },
   'register-id': { kind: 'string', help: 'Suffix of the sidecar registration ID (<service>-proxy-<suffix>)', placeholder: 'SUFFIX' },
+  'service-tag': { kind: 'list', help: 'Tag of the service instance, registered on the sidecar too (for resolver subsets)', placeholder: 'TAG' },
+  'service-meta': { kind: 'list', help: 'Meta of the service instance as KEY=VALUE, registered on the sidecar too (for resolver subsets)', placeholder: 'KEY=VALUE' },
   'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation (spreads the CSR load)', placeholder: 'DURATION', default: '30s' },
+  'sidecar-for': {
+    kind: 'string',
+    help: 'Run the sidecar registered for this service ID (connect { sidecar_service {} }): service, addresses, upstreams, tags and meta come from the agent; nothing is re-registered',
+    placeholder: 'ID',
+  },
 };
 
 async function cmdConnect(argv: readonly string[]): Promise<number> {
@@ -153,38 +161,80 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect <proxy|ca> [options]\n'), sub === undefined ? 2 : 0);
     throw new UsageError(`unknown connect subcommand: ${sub} (try: meshd connect proxy)`);
   }
-  const usage = usageText('connect proxy', '-service NAME [options]', PROXY_FLAGS);
+  const usage = usageText('connect proxy', '-service NAME [options] | -sidecar-for ID [options]', PROXY_FLAGS);
   if (wantsHelp(rest)) return (out(usage), 0);
   const f = parseFlags(rest, PROXY_FLAGS);
   if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
-  const service = f.strings.get('service');
-  if (service === undefined) throw new UsageError('-service is required');
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(service)) throw new UsageError(`-service ${JSON.stringify(service)} is not a valid service name`);
-  const listenRaw = f.strings.get('listen');
-  const serviceAddrRaw = f.strings.get('service-addr');
-  if (listenRaw !== undefined && serviceAddrRaw === undefined) throw new UsageError('-service-addr is required with -listen');
-  const upstreams = (f.lists.get('upstream') ?? []).map(parseUpstream);
-  if (listenRaw === undefined && upstreams.length === 0) throw new UsageError('nothing to do: give -listen (inbound) and/or -upstream (outbound)');
-  const names = new Set<string>();
-  for (const u of upstreams) {
-    if (names.has(u.name)) throw new UsageError(`-upstream ${u.name} given twice`);
-    names.add(u.name);
-  }
-  const register = f.bools.get('register') === true;
-  if (register && listenRaw === undefined) throw new UsageError('-register needs -listen');
   const metricsRaw = f.strings.get('metrics-addr');
-  const registerId = f.strings.get('register-id');
+  const sidecarFor = f.strings.get('sidecar-for');
+  let service: string;
+  let serviceAddr: { host: string; port: number } | null;
+  let listen: { host: string; port: number } | null;
+  let upstreams: { name: string; host: string; port: number }[];
+  let register: boolean;
+  let registerId: string | undefined;
+  let tags: string[];
+  const meta: Record<string, string> = {};
+  if (sidecarFor !== undefined) {
+    // The registration supplies everything the flags mode takes from flags.
+    for (const flag of ['service', 'service-addr', 'listen', 'register-id'] as const) if (f.strings.has(flag)) throw new UsageError(`-${flag} cannot be combined with -sidecar-for (the registration supplies it)`);
+    for (const flag of ['upstream', 'service-tag', 'service-meta'] as const) if (f.lists.has(flag)) throw new UsageError(`-${flag} cannot be combined with -sidecar-for (the registration supplies it)`);
+    if (f.bools.get('register') === true) throw new UsageError('-register cannot be combined with -sidecar-for: the sidecar is registered already');
+    const { planSidecarFor, SidecarForError } = await import('./sidecar-for.ts');
+    let plan;
+    try {
+      plan = await planSidecarFor(client(f), sidecarFor);
+    } catch (e) {
+      if (e instanceof SidecarForError) {
+        err(`meshd connect proxy: ${e.message}`);
+        return 1;
+      }
+      throw e;
+    }
+    ({ service, serviceAddr, listen, upstreams, tags } = plan);
+    Object.assign(meta, plan.meta);
+    register = false;
+    logLine(`[INFO] proxy: running sidecar ${plan.proxyId} for service ID ${sidecarFor}`);
+  } else {
+    const name = f.strings.get('service');
+    if (name === undefined) throw new UsageError('-service is required');
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new UsageError(`-service ${JSON.stringify(name)} is not a valid service name`);
+    service = name;
+    const listenRaw = f.strings.get('listen');
+    const serviceAddrRaw = f.strings.get('service-addr');
+    if (listenRaw !== undefined && serviceAddrRaw === undefined) throw new UsageError('-service-addr is required with -listen');
+    upstreams = (f.lists.get('upstream') ?? []).map(parseUpstream);
+    if (listenRaw === undefined && upstreams.length === 0) throw new UsageError('nothing to do: give -listen (inbound) and/or -upstream (outbound)');
+    const names = new Set<string>();
+    for (const u of upstreams) {
+      if (names.has(u.name)) throw new UsageError(`-upstream ${u.name} given twice`);
+      names.add(u.name);
+    }
+    register = f.bools.get('register') === true;
+    if (register && listenRaw === undefined) throw new UsageError('-register needs -listen');
+    registerId = f.strings.get('register-id');
+    for (const kv of f.lists.get('service-meta') ?? []) {
+      const eq = kv.indexOf('=');
+      if (eq <= 0) throw new UsageError(`-service-meta ${JSON.stringify(kv)} must be KEY=VALUE`);
+      meta[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
+    tags = f.lists.get('service-tag') ?? [];
+    serviceAddr = serviceAddrRaw === undefined ? null : parseHostPort(serviceAddrRaw, 'service-addr');
+    listen = listenRaw === undefined ? null : parseHostPort(listenRaw, 'listen');
+  }
   const { SidecarProxy } = await import('../control/proxy.ts');
   const proxy = new SidecarProxy({
     service,
-    serviceAddr: serviceAddrRaw === undefined ? null : parseHostPort(serviceAddrRaw, 'service-addr'),
-    listen: listenRaw === undefined ? null : parseHostPort(listenRaw, 'listen'),
+    serviceAddr,
+    listen,
     upstreams,
     client: client(f),
     workers: parseWorkers(f.strings.get('workers')),
     metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
     register,
     ...(registerId === undefined ? {} : { registerId }),
+    tags,
+    meta,
     log: logLine,
     caChangeJitterMs: parseDurationFlag(f.strings.get('ca-change-jitter') ?? '30s', 'ca-change-jitter'),
   });
@@ -472,6 +522,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await cmdIntention(rest);
       case 'config':
         return await cmdConfig(rest);
+      case 'services': {
+        const { cmdServices } = await import('./services.ts');
+        return await cmdServices(rest, out, err);
+      }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.ts');
         return await runDemo(rest);

@@ -6,9 +6,11 @@ import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { FileStore, type Store } from './store.ts';
-import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, decodeRegistration, type CheckStatus } from './catalog.ts';
+import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, agentCheckJson, agentServiceJson, decodeRegistration, type CheckStatus } from './catalog.ts';
+import { CheckRunner, type CheckTimers, type Probe } from './checks.ts';
 import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
-import { decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
+import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
+import { compileChain } from '../chain/compile.ts';
 import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
 import { CaState, CA_TABLE } from './ca-state.ts';
@@ -16,7 +18,7 @@ import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, requestToken } from './acl.ts';
 import { CsrLimiter } from './rate-limit.ts';
 import { PolicyEngine } from './policy.ts';
-import { FieldError, parseJsonObject, reqString } from './decode.ts';
+import { FieldError, parseDuration, parseJsonObject, reqString } from './decode.ts';
 import { HttpError, Router, blockingParams, flagParam, readBody, sendJson, sendText, type RequestContext } from './http.ts';
 import { SigningPool } from '../ca/pool.ts';
 import { CaError, CsrError } from '../ca/authority.ts';
@@ -41,6 +43,10 @@ export interface AgentOptions {
   readonly sweepIntervalMs?: number;
   /** How often the CA prunes old roots and checks for automatic renewal. */
   readonly caTickIntervalMs?: number;
+  /** Timers of the HTTP/TCP check runner (tests step a fake clock). */
+  readonly checkTimers?: CheckTimers;
+  /** Replaces the HTTP/TCP probes (tests). */
+  readonly checkProbe?: Probe;
 }
 
 export class Agent {
@@ -56,6 +62,7 @@ export class Agent {
   readonly #leaves: LeafCache;
   readonly #limiter: CsrLimiter;
   readonly #now: () => number;
+  readonly #checks: CheckRunner;
   #sweep: NodeJS.Timeout | undefined;
   #caTick: NodeJS.Timeout | undefined;
   /** CSR outcomes for /v1/agent/metrics; the reason set is fixed (metric labels). */
@@ -75,6 +82,12 @@ export class Agent {
     this.#acl = new Acl(this.#store, { managementToken: opts.managementToken ?? null, devLoopback: opts.dev === true });
     this.#leaves = new LeafCache(this.#ca, this.#store, { datacenter: opts.datacenter, now });
     this.#limiter = new CsrLimiter(now, 0, 0);
+    this.#checks = new CheckRunner({
+      report: (id, result) => this.#catalog.setCheckResult(id, result.status, result.output),
+      log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+      ...(opts.checkTimers === undefined ? {} : { timers: opts.checkTimers }),
+      ...(opts.checkProbe === undefined ? {} : { probe: opts.checkProbe }),
+    });
     const router = this.#routes();
     this.#server = createServer((req, res) => void router.handle(req, res));
     // Blocking queries hold a request open for up to 10 minutes.
@@ -103,7 +116,12 @@ export class Agent {
       });
     });
     this.#address = this.#server.address() as AddressInfo;
-    this.#sweep = setInterval(() => this.#catalog.expireChecks(), this.#opts.sweepIntervalMs ?? 1000);
+    // Checks of registrations persisted in the data dir run again.
+    this.#syncChecks();
+    this.#sweep = setInterval(() => {
+      this.#catalog.expireChecks();
+      if (this.#catalog.reapCritical().length > 0) this.#syncChecks();
+    }, this.#opts.sweepIntervalMs ?? 1000);
     this.#sweep.unref();
     this.#caTick = setInterval(() => {
       this.#ca.tick().catch((err: Error) => process.stderr.write(`${new Date().toISOString()} [ERROR] agent: CA housekeeping failed: ${err.message}\n`));
@@ -118,6 +136,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     clearInterval(this.#sweep);
+    this.#checks.stopAll();
     clearInterval(this.#caTick);
     this.#store.close();
     this.#server.closeAllConnections();
@@ -140,6 +159,11 @@ export class Agent {
     const index = p === null ? this.#store.maxIndex(tables) : await this.#store.waitForChange(tables, p.index, p.waitMs, ctx.signal);
     if (ctx.signal.aborted) return;
     sendJson(ctx.res, 200, read(), this.#consulHeaders(index));
+  }
+
+  /** Makes the running HTTP/TCP probes match the catalog's checks. */
+  #syncChecks(): void {
+    this.#checks.sync(this.#catalog.probeChecks());
   }
 
   async #republish(): Promise<void> {
@@ -255,21 +279,53 @@ export class Agent {
     r.on('PUT', '/v1/agent/service/register', async (ctx) => {
       const reg = decodeRegistration(parseJsonObject(await readBody(ctx.req)));
       this.#catalog.register(reg);
+      this.#syncChecks();
       sendText(ctx.res, 200, '');
     });
     r.on('PUT', '/v1/agent/service/deregister/:id', (ctx) => {
       const id = ctx.params.id as string;
       if (!this.#catalog.deregister(id)) throw new HttpError(404, `Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`);
+      this.#syncChecks();
       sendText(ctx.res, 200, '');
     });
     r.on('GET', '/v1/agent/services', (ctx) => {
       const out: Record<string, object> = {};
-      for (const s of this.#catalog.services()) out[s.ID] = { ...s, Namespace: 'default', Datacenter: this.#opts.datacenter };
+      for (const s of this.#catalog.services()) out[s.ID] = agentServiceJson(s, this.#opts.datacenter);
+      sendJson(ctx.res, 200, out);
+    });
+    // Consul's single-service read; `?hash=<ContentHash>&wait=` blocks until the service changes.
+    r.on('GET', '/v1/agent/service/:id', async (ctx) => {
+      const id = ctx.params.id as string;
+      if (id === 'register') throw new HttpError(405, `method GET not allowed on ${ctx.url.pathname}`);
+      const read = (): Record<string, unknown> => {
+        const s = this.#catalog.service(id);
+        if (s === undefined) throw new HttpError(404, `unknown service ID: ${id}`);
+        return agentServiceJson(s, this.#opts.datacenter);
+      };
+      let body = read();
+      const hash = ctx.url.searchParams.get('hash');
+      if (hash !== null && hash === body.ContentHash) {
+        const wait = ctx.url.searchParams.get('wait');
+        // Consul's blocking defaults: 5m, at most 10m.
+        const until = Date.now() + Math.min(600_000, wait === null ? 300_000 : parseDuration(wait, 'wait'));
+        while (!ctx.signal.aborted && Date.now() < until && body.ContentHash === hash) {
+          await this.#store.waitForChange([SERVICES], this.#store.maxIndex([SERVICES]), until - Date.now(), ctx.signal);
+          body = read();
+        }
+        if (ctx.signal.aborted) return;
+      }
+      sendJson(ctx.res, 200, body, { 'X-Consul-ContentHash': body.ContentHash as string });
+    });
+    r.on('GET', '/v1/agent/checks', (ctx) => {
+      const out: Record<string, object> = {};
+      for (const c of this.#catalog.checks()) out[c.CheckID] = agentCheckJson(c, this.#catalog.node.Node, this.#catalog.service(c.ServiceID)?.Tags ?? []);
       sendJson(ctx.res, 200, out);
     });
     for (const [verb, status] of [['pass', 'passing'], ['warn', 'warning'], ['fail', 'critical']] as const) {
       r.on('PUT', `/v1/agent/check/${verb}/:id`, (ctx) => {
         const id = ctx.params.id as string;
+        const type = this.#catalog.check(id)?.Type;
+        if (type !== undefined && type !== 'ttl') throw new HttpError(400, `check "${id}" is a ${type} check run by the agent; only TTL checks are updated with /v1/agent/check/${verb}`);
         if (!this.#catalog.updateCheck(id, status satisfies CheckStatus, ctx.url.searchParams.get('note') ?? '')) throw new HttpError(404, `Unknown check ID "${id}"`);
         sendText(ctx.res, 200, '');
       });
@@ -388,6 +444,43 @@ export class Agent {
       if (kind === 'service-intentions') await this.#republish();
       sendJson(ctx.res, 200, true);
     });
+    // Every config entry, for the chain compiler (intentions included: they share the index).
+    const configTables = CONFIG_ENTRY_KINDS.map(table);
+    const allEntries = (): ConfigEntry[] => [
+      ...this.#intentions.entries(),
+      ...CONFIG_ENTRY_KINDS.filter((k) => k !== 'service-intentions').flatMap((k) => this.#store.list<ConfigEntry>(table(k)).map((e) => e.value)),
+    ];
+    const compile = (service: string, downstream?: string): ReturnType<typeof compileChain> => {
+      if (!SERVICE_NAME_RE.test(service)) throw new HttpError(400, `invalid service name ${JSON.stringify(service)}`);
+      try {
+        return compileChain(allEntries(), service, { datacenter: this.#opts.datacenter, trustDomain: this.#ca.trustDomain, ...(downstream === undefined ? {} : { downstream }) });
+      } catch (err) {
+        if (err instanceof FieldError) throw new HttpError(400, `discovery chain for ${service} does not compile: ${err.message}`);
+        throw err;
+      }
+    };
+    // Consul's discovery chain, compiled from the router, splitter, resolver and defaults entries.
+    r.on('GET', '/v1/discovery-chain/:service', (ctx) => this.#blocking(ctx, configTables, () => compile(ctx.params.service as string).consul));
+    // meshd's own: what a sidecar needs besides intentions and health, in one blocking query:
+    // its HTTP settings, the L7 intentions naming it, and its upstreams' chains (data-plane form).
+    r.on('GET', '/v1/internal/meshd/proxy-config/:service', (ctx) =>
+      this.#blocking(ctx, configTables, () => {
+        const service = ctx.params.service as string;
+        const defaults = this.#store.get<ConfigEntry>(table('service-defaults'), service)?.value;
+        const sd = defaults?.kind === 'service-defaults' ? defaults : null;
+        const own = compile(service).dataPlane;
+        const chains: Record<string, unknown> = {};
+        for (const up of ctx.url.searchParams.getAll('upstream')) chains[up] = compile(up, service).dataPlane;
+        return {
+          Local: { Protocol: own.protocol, LocalConnectTimeoutMs: sd?.localConnectTimeoutMs || 5000, LocalRequestTimeoutMs: sd?.localRequestTimeoutMs || 15000 },
+          // All sources (L4 ones too), so an exact L4 source is never shadowed by a `*` L7 program.
+          IntentionSources: this.#intentions.entry(service)?.value.sources ?? [],
+          IntentionJwt: this.#intentions.entry(service)?.value.jwt ?? null,
+          DefaultAllow: this.#policy.defaultAllow,
+          Chains: chains,
+        };
+      }),
+    );
     r.on('GET', '/v1/connect/intentions/check', (ctx) => {
       const { source, destination } = pair(ctx.url);
       sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));

@@ -32,7 +32,7 @@ export interface RequestOptions {
   readonly index?: number;
   readonly wait?: string;
   readonly signal?: AbortSignal;
-  readonly query?: Record<string, string>;
+  readonly query?: Record<string, string | readonly string[]>;
 }
 
 export class AgentClient {
@@ -48,7 +48,10 @@ export class AgentClient {
 
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<ApiResponse> {
     const url = new URL(path, this.base);
-    for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
+    for (const [k, v] of Object.entries(opts.query ?? {})) {
+      if (typeof v === 'string') url.searchParams.set(k, v);
+      else for (const item of v) url.searchParams.append(k, item);
+    }
     if (opts.index !== undefined && opts.index > 0) {
       url.searchParams.set('index', String(opts.index));
       url.searchParams.set('wait', opts.wait ?? '60s');

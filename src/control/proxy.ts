@@ -8,10 +8,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLeafCsr } from '../ca/authority.ts';
 import { serviceSpiffeId } from '../ca/spiffe.ts';
+import type { DataPlaneChain } from '../chain/types.ts';
+import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
+import { allocateL7, l7Families, renderL7 } from '../metrics/l7.ts';
 import { renderPrometheus } from '../metrics/prometheus.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
-import type { Endpoint, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
+import type { Endpoint, InboundRouting, RoutingSnapshot, TlsMaterial, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
+import { compileHealthFilter, type HealthFilterEntry } from './filter.ts';
 import { ApiError, type AgentClient } from './client.ts';
 import { legacyToRule, type LegacyIntention } from './intentions.ts';
 import { PolicyEngine } from './policy.ts';
@@ -32,6 +36,13 @@ export interface ProxyOptions {
   readonly metricsAddr: HostPort | null;
   readonly register: boolean;
   readonly registerId?: string;
+  /**
+   * Tags and Meta of the service instance this sidecar fronts. The sidecar registration
+   * carries them too (Consul's sidecar_service inherits them), so resolver subset filters
+   * such as `Service.Meta.version == v2` select sidecars by their app's labels.
+   */
+  readonly tags?: readonly string[];
+  readonly meta?: Readonly<Record<string, string>>;
   readonly log: (line: string) => void;
   /** Consul's built-in proxy defaults: local connect 1000 ms, upstream connect 10000 ms. */
   readonly connectTimeoutMs?: number;
@@ -61,9 +72,24 @@ interface RootsBody {
   readonly Roots: readonly { readonly ID: string; readonly RootCert: string; readonly NotAfter: string }[];
 }
 
-interface HealthEntry {
+interface HealthEntry extends HealthFilterEntry {
   readonly Node: { readonly Address: string };
-  readonly Service: { readonly Address: string; readonly Port: number; readonly Proxy: { readonly DestinationServiceName: string } | null };
+  readonly Service: {
+    readonly Address: string;
+    readonly Port: number;
+    readonly Tags: readonly string[];
+    readonly Meta: Readonly<Record<string, string>>;
+    readonly Proxy: { readonly DestinationServiceName: string } | null;
+  };
+}
+
+/** The agent's answer to GET /v1/internal/meshd/proxy-config/:service (meshd's own endpoint). */
+export interface ProxyConfigBody {
+  readonly Local: { readonly Protocol: InboundRouting['protocol']; readonly LocalConnectTimeoutMs: number; readonly LocalRequestTimeoutMs: number };
+  readonly IntentionSources: readonly SourceIntention[];
+  readonly IntentionJwt: JwtRequirement | null;
+  readonly DefaultAllow: boolean;
+  readonly Chains: Readonly<Record<string, DataPlaneChain>>;
 }
 
 interface IssuedCertBody {
@@ -97,7 +123,15 @@ export class SidecarProxy {
   #activeRootId = '';
   #caPems: string[] = [];
   #trustDomain = '';
-  readonly #endpoints: Record<string, readonly Endpoint[]> = {};
+  /** Passing instances per service, as the health API returned them (Tags and Meta for subsets). */
+  readonly #health = new Map<string, readonly HealthEntry[]>();
+  /** Services whose health is watched, each with its own stop switch. */
+  readonly #healthWatches = new Map<string, AbortController>();
+  #config: ProxyConfigBody | null = null;
+  #routingVersion = 0;
+  #routing: RoutingSnapshot | null = null;
+  readonly #filters = new Map<string, (e: HealthFilterEntry) => boolean>();
+  readonly #l7Metrics: SharedArrayBuffer;
   #renewTimer: NodeJS.Timeout | undefined;
   /** When the leaf is due for renewal, on the injected clock; Infinity while none is due. */
   #renewAt = Infinity;
@@ -112,6 +146,7 @@ export class SidecarProxy {
     this.#client = opts.client;
     this.#policy = new PolicyEngine({ maxWorkers: opts.workers, defaultAllow: false });
     this.#counters = allocateCounters(opts.workers);
+    this.#l7Metrics = allocateL7(opts.workers, 1 + opts.upstreams.length);
   }
 
   get #proxyId(): string {
@@ -124,8 +159,10 @@ export class SidecarProxy {
     const rootsIndex = await this.#loadRoots();
     await this.#issueLeaf();
     const intentionsIndex = await this.#loadIntentions(0);
-    const endpointIndexes: Record<string, number> = {};
-    for (const u of this.#o.upstreams) endpointIndexes[u.name] = await this.#loadEndpoints(u.name, 0);
+    const configIndex = await this.#loadProxyConfig(0);
+    const healthIndexes = new Map<string, number>();
+    for (const service of this.#targetServices()) healthIndexes.set(service, await this.#loadHealth(service, 0));
+    this.#publishRouting();
 
     const serviceAddr = this.#o.serviceAddr;
     const listen = this.#o.listen;
@@ -137,11 +174,12 @@ export class SidecarProxy {
         service: this.#o.service,
         inbound: listen === null || serviceAddr === null ? null : { host: listen.host, port: listen.port, appHost: serviceAddr.host, appPort: serviceAddr.port },
         upstreams: this.#o.upstreams,
+        l7Metrics: this.#l7Metrics,
         connectTimeoutMs: this.#o.connectTimeoutMs ?? 5000,
         handshakeTimeoutMs: this.#o.handshakeTimeoutMs ?? 10_000,
       },
       currentTls: () => this.#requireTls(),
-      currentEndpoints: () => ({ ...this.#endpoints }),
+      currentRouting: () => this.#requireRouting(),
       onWorkerExit: (_index, slot) => this.#policy.releaseReader(slot),
     });
     const ports = await this.#supervisor.start();
@@ -150,7 +188,8 @@ export class SidecarProxy {
     // From here on, changes arrive by blocking queries and reach the workers as messages.
     this.#watch('roots', rootsIndex, (i) => this.#watchRoots(i));
     this.#watch('intentions', intentionsIndex, (i) => this.#loadIntentions(i));
-    for (const u of this.#o.upstreams) this.#watch(`upstream ${u.name}`, endpointIndexes[u.name] ?? 0, (i) => this.#loadEndpoints(u.name, i));
+    this.#watch('proxy config', configIndex, (i) => this.#loadProxyConfig(i));
+    for (const [service, index] of healthIndexes) this.#watchHealth(service, index);
 
     const metrics = this.#o.metricsAddr === null ? null : await this.#startMetrics(this.#o.metricsAddr);
     const upstreams: Record<string, HostPort> = {};
@@ -176,7 +215,9 @@ export class SidecarProxy {
   /** Text of `/metrics`: counters summed over workers, plus control-thread gauges. */
   metricsText(): string {
     const blocks = Array.from({ length: this.#o.workers }, (_v, i) => counterBlock(this.#counters, i));
-    return renderPrometheus(blocks, { service: this.#o.service }, [
+    const listeners = [{ direction: 'inbound' }, ...this.#o.upstreams.map((u) => ({ direction: 'outbound', upstream: u.name }))];
+    const l7 = renderL7(l7Families(this.#l7Metrics, this.#o.workers, listeners), { service: this.#o.service });
+    return l7 + renderPrometheus(blocks, { service: this.#o.service }, [
       { name: 'meshd_policy_table_generation', help: 'Generation of the published intention table.', type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
       { name: 'meshd_workers', help: 'Data-plane worker threads configured.', type: 'gauge', samples: [{ labels: {}, value: this.#o.workers }] },
       { name: 'meshd_worker_restarts_total', help: 'Data-plane workers restarted after a crash.', type: 'counter', samples: [{ labels: {}, value: this.#supervisor?.restarts ?? 0 }] },
@@ -237,7 +278,7 @@ export class SidecarProxy {
     }
     this.#keyPem = keyPem;
     this.#leafNotAfter = Date.parse(r.value.ValidBefore);
-    this.#publishTls({ keyPem: this.#keyPem, certPem: r.value.CertPEM, caPems: this.#caPems, trustDomain: this.#trustDomain });
+    this.#publishTls({ keyPem: this.#keyPem, certPem: r.value.CertPEM, caPems: this.#caPems, trustDomain: this.#trustDomain, uri });
     const due = renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), this.#now(), (this.#o.random ?? Math.random)());
     this.#scheduleRenewal(Math.max(MIN_REISSUE_MS, due));
   }
@@ -278,34 +319,113 @@ export class SidecarProxy {
     return r.index;
   }
 
-  async #loadEndpoints(upstream: string, index: number): Promise<number> {
-    const r = await this.#client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(upstream)}`, {
-      index,
-      query: { passing: '1' },
-      signal: this.#abort.signal,
-    });
+  /** L7 intentions, HTTP settings and the discovery chain of every upstream, in one blocking query. */
+  async #loadProxyConfig(index: number): Promise<number> {
+    const query: Record<string, string | readonly string[]> = { upstream: this.#o.upstreams.map((u) => u.name) };
+    const r = await this.#client.json<ProxyConfigBody>('GET', `/v1/internal/meshd/proxy-config/${encodeURIComponent(this.#o.service)}`, { index, query, signal: this.#abort.signal });
     if (index !== 0 && r.index === index) return r.index;
-    const eps: Endpoint[] = r.value.map((e) => ({
-      host: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
-      port: e.Service.Port,
-      service: e.Service.Proxy?.DestinationServiceName ?? upstream,
-    }));
-    this.#endpoints[upstream] = eps;
-    this.#supervisor?.broadcast({ type: 'endpoints', upstream, endpoints: eps });
+    this.#config = r.value;
+    if (this.#supervisor !== null) {
+      // New targets may name services not watched yet: fetch them before routing to them.
+      for (const service of this.#targetServices()) {
+        if (this.#healthWatches.has(service)) continue;
+        this.#watchHealth(service, await this.#loadHealth(service, 0));
+      }
+      for (const [service, ctl] of this.#healthWatches) {
+        if (this.#targetServices().has(service)) continue;
+        ctl.abort();
+        this.#healthWatches.delete(service);
+        this.#health.delete(service);
+      }
+      this.#publishRouting();
+    }
     return r.index;
   }
 
+  /** Every service a target of an upstream chain names. */
+  #targetServices(): Set<string> {
+    const out = new Set<string>();
+    for (const chain of Object.values(this.#config?.Chains ?? {})) for (const t of Object.values(chain.targets)) out.add(t.service);
+    return out;
+  }
+
+  async #loadHealth(service: string, index: number, signal: AbortSignal = this.#abort.signal): Promise<number> {
+    const r = await this.#client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(service)}`, { index, query: { passing: '1' }, signal });
+    if (index !== 0 && r.index === index) return r.index;
+    this.#health.set(service, r.value);
+    if (this.#supervisor !== null) this.#publishRouting();
+    return r.index;
+  }
+
+  #watchHealth(service: string, index: number): void {
+    const ctl = new AbortController();
+    this.#healthWatches.set(service, ctl);
+    const signal = AbortSignal.any([this.#abort.signal, ctl.signal]);
+    this.#watch(`health ${service}`, index, (i) => this.#loadHealth(service, i, signal), signal);
+  }
+
+  #filter(expr: string): (e: HealthFilterEntry) => boolean {
+    let f = this.#filters.get(expr);
+    if (f === undefined) {
+      try {
+        f = expr === '' ? () => true : compileHealthFilter(expr);
+      } catch (err) {
+        // The agent validated it on write; a filter this proxy cannot compile selects nothing.
+        this.#o.log(`[WARN] proxy: subset filter ${JSON.stringify(expr)} does not compile: ${(err as Error).message}`);
+        f = () => false;
+      }
+      this.#filters.set(expr, f);
+    }
+    return f;
+  }
+
+  /** Builds the workers' routing snapshot from the config and the health results, and sends it. */
+  #publishRouting(): void {
+    const cfg = this.#config;
+    if (cfg === null) return;
+    const upstreams: Record<string, UpstreamRouting> = {};
+    for (const u of this.#o.upstreams) {
+      const chain = cfg.Chains[u.name];
+      if (chain === undefined) continue;
+      const endpoints: Record<string, readonly Endpoint[]> = {};
+      for (const [id, t] of Object.entries(chain.targets)) {
+        const keep = this.#filter(t.filter);
+        endpoints[id] = (this.#health.get(t.service) ?? []).filter(keep).map((e) => ({
+          host: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
+          port: e.Service.Port,
+          service: e.Service.Proxy?.DestinationServiceName ?? t.service,
+        }));
+      }
+      upstreams[u.name] = { chain, endpoints };
+    }
+    const inbound: InboundRouting = {
+      protocol: cfg.Local.Protocol,
+      localConnectTimeoutMs: cfg.Local.LocalConnectTimeoutMs,
+      localRequestTimeoutMs: cfg.Local.LocalRequestTimeoutMs,
+      intentionSources: cfg.IntentionSources,
+      intentionJwt: cfg.IntentionJwt,
+      defaultAllow: cfg.DefaultAllow,
+    };
+    this.#routing = { version: ++this.#routingVersion, inbound, upstreams };
+    this.#supervisor?.broadcast({ type: 'routing', routing: this.#routing });
+  }
+
+  #requireRouting(): RoutingSnapshot {
+    if (this.#routing === null) throw new Error('no routing yet');
+    return this.#routing;
+  }
+
   /** Runs a blocking-query loop until stop(); errors back off and retry. */
-  #watch(what: string, start: number, step: (index: number) => Promise<number>): void {
+  #watch(what: string, start: number, step: (index: number) => Promise<number>, signal: AbortSignal = this.#abort.signal): void {
     const loop = async (): Promise<void> => {
       let index = start;
-      while (!this.#abort.signal.aborted) {
+      while (!signal.aborted) {
         try {
           const next = await step(index);
           // Consul's rule: an index that went backwards means the agent restarted; resync.
           index = next < index ? 0 : next;
         } catch (err) {
-          if (this.#abort.signal.aborted) return;
+          if (signal.aborted) return;
           this.#o.log(`[WARN] proxy: watch ${what} failed, retrying: ${(err as Error).message}`);
           await new Promise((r) => setTimeout(r, WATCH_RETRY_MS));
           index = 0;
@@ -341,7 +461,7 @@ export class SidecarProxy {
     const service = this.#o.service;
     if (this.#o.serviceAddr !== null) {
       await this.#client.request('PUT', '/v1/agent/service/register', {
-        body: { ID: service, Name: service, Address: this.#o.serviceAddr.host, Port: this.#o.serviceAddr.port },
+        body: { ID: service, Name: service, Address: this.#o.serviceAddr.host, Port: this.#o.serviceAddr.port, Tags: this.#o.tags ?? [], Meta: this.#o.meta ?? {} },
       });
       this.#registeredIds.push(service);
     }
@@ -352,6 +472,8 @@ export class SidecarProxy {
           ID: id,
           Name: `${service}-proxy`,
           Kind: 'connect-proxy',
+          Tags: this.#o.tags ?? [],
+          Meta: this.#o.meta ?? {},
           Address: inbound.host,
           Port: inbound.port,
           Proxy: { DestinationServiceName: service, DestinationServiceID: service, LocalServiceAddress: this.#o.serviceAddr.host, LocalServicePort: this.#o.serviceAddr.port },

@@ -7,12 +7,16 @@
 // checked their certificate, so a refused client may appear "connected" for a moment; the
 // decision and the counting happen here, on the server side.
 
+import { createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { isAllowed } from '../authz/table.ts';
+import { compileL7Sources, type L7Programs } from '../authz/l7.ts';
+import { Decision, isAllowed } from '../authz/table.ts';
 import { S, deniedSlot, handshakeSlot, type DenyReason } from '../metrics/counters.ts';
-import type { InboundSpec, TlsMaterial } from '../workers/messages.ts';
+import type { InboundRouting, InboundSpec, TlsMaterial } from '../workers/messages.ts';
+import { HttpInbound, type AuthzRequest, type AuthzResult, type Peer } from './http-inbound.ts';
 import { serviceIdentity } from './identity.ts';
+import { serviceSpiffeId, type ServiceId } from '../ca/spiffe.ts';
 import { splice } from './pipe.ts';
 import { handshakeReason } from './tls-errors.ts';
 
@@ -30,6 +34,8 @@ export interface InboundDeps {
   readonly counters: Float64Array;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  /** This listener's L7 counter block. */
+  readonly l7: Float64Array;
 }
 
 export function tlsServerOptions(t: TlsMaterial): tls.SecureContextOptions {
@@ -46,7 +52,17 @@ export const RECHECK_INTERVAL_MS = 250;
 interface LiveConnection {
   readonly source: string;
   readonly downstream: tls.TLSSocket;
-  readonly app: net.Socket;
+  /** null for an HTTP connection (requests go through the pool to the app). */
+  readonly app: net.Socket | null;
+}
+
+const ALLOW: AuthzResult = { allow: true };
+const L4_DENY: AuthzResult = { allow: false, reason: 'l4_deny' };
+const PERMISSION_DENY: AuthzResult = { allow: false, reason: 'permission_deny' };
+const DEFAULT_DENY: AuthzResult = { allow: false, reason: 'default_deny' };
+
+function decisionCode(d: number): number {
+  return d & 7;
 }
 
 export class InboundListener {
@@ -56,10 +72,25 @@ export class InboundListener {
   readonly #live = new Set<LiveConnection>();
   #seenGeneration: number;
   readonly #recheck: NodeJS.Timeout;
+  #routing: InboundRouting;
+  #programs: L7Programs;
+  #selfUri: string;
+  readonly #http: HttpInbound;
 
-  constructor(deps: InboundDeps, material: TlsMaterial) {
+  constructor(deps: InboundDeps, material: TlsMaterial, routing: InboundRouting) {
     this.#deps = deps;
     this.#trustDomain = material.trustDomain;
+    this.#selfUri = material.uri;
+    this.#routing = routing;
+    this.#programs = compileL7Sources(routing.intentionSources, { entryJwt: routing.intentionJwt });
+    this.#http = new HttpInbound({
+      appHost: deps.spec.appHost,
+      appPort: deps.spec.appPort,
+      selfUri: () => this.#selfUri,
+      metrics: deps.l7,
+      timeouts: () => this.#routing,
+      authorize: (peer, req) => this.authorize(peer.service, req),
+    });
     this.#server = tls.createServer({
       ...tlsServerOptions(material),
       requestCert: true,
@@ -85,12 +116,40 @@ export class InboundListener {
   /** Swaps in a renewed leaf or trust bundle; live connections keep their session. */
   updateTls(material: TlsMaterial): void {
     this.#trustDomain = material.trustDomain;
+    this.#selfUri = material.uri;
     this.#server.setSecureContext(tlsServerOptions(material));
+  }
+
+  /** New HTTP settings or L7 intentions: L7 programs are compiled here, once per change. */
+  updateRouting(routing: InboundRouting): void {
+    // Structured clone gives every snapshot fresh arrays, so compare by content.
+    if (JSON.stringify(routing.intentionSources) !== JSON.stringify(this.#routing.intentionSources) || JSON.stringify(routing.intentionJwt) !== JSON.stringify(this.#routing.intentionJwt)) {
+      this.#programs = compileL7Sources(routing.intentionSources, { entryJwt: routing.intentionJwt });
+    }
+    this.#routing = routing;
   }
 
   close(): Promise<void> {
     clearInterval(this.#recheck);
+    this.#http.close();
     return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /**
+   * One request's decision: the shared table first (an L4 allow or deny decides), then, when
+   * the matching intention is an L7 one, its permissions top-down; no matching permission
+   * gives the default policy. Evaluated per request, so a new table or new permissions apply
+   * to the next request on an open connection.
+   */
+  authorize(source: string, req: AuthzRequest): AuthzResult {
+    const d = this.#deps.policy.decide(source, this.#deps.service);
+    if (isAllowed(d)) return ALLOW;
+    if (decisionCode(d) !== Decision.L7_DENY) return L4_DENY;
+    const program = this.#programs.programFor(source);
+    if (program === null) return this.#routing.defaultAllow ? ALLOW : DEFAULT_DENY;
+    const r = program.evaluate(req, this.#routing.defaultAllow);
+    if (r.allow) return ALLOW;
+    return r.permissionIndex < 0 ? DEFAULT_DENY : PERMISSION_DENY;
   }
 
   /**
@@ -104,9 +163,11 @@ export class InboundListener {
     this.#seenGeneration = g;
     let closed = 0;
     for (const conn of this.#live) {
-      if (isAllowed(this.#deps.policy.decide(conn.source, this.#deps.service))) continue;
+      const d = this.#deps.policy.decide(conn.source, this.#deps.service);
+      // An HTTP connection whose intention became L7 stays open: its requests are decided one by one.
+      if (isAllowed(d) || (conn.app === null && decisionCode(d) === Decision.L7_DENY)) continue;
       this.#live.delete(conn);
-      conn.app.destroy();
+      conn.app?.destroy();
       this.#deny(conn.downstream, 'late_rejection');
       closed++;
     }
@@ -120,6 +181,23 @@ export class InboundListener {
     socket.destroy();
   }
 
+  #acceptHttp(socket: tls.TLSSocket, id: ServiceId, der: Buffer, decidedUnder: number): void {
+    const source = id.service;
+    const c = this.#deps.counters;
+    c[S.ACCEPTED_IN] = (c[S.ACCEPTED_IN] as number) + 1;
+    const live: LiveConnection = { source, downstream: socket, app: null };
+    this.#live.add(live);
+    if (decidedUnder !== this.#seenGeneration) this.#seenGeneration = -1;
+    socket.once('close', () => {
+      this.#live.delete(live);
+      c[S.RX_IN] = (c[S.RX_IN] as number) + socket.bytesRead;
+      c[S.TX_IN] = (c[S.TX_IN] as number) + socket.bytesWritten;
+      c[S.CLOSED_IN] = (c[S.CLOSED_IN] as number) + 1;
+    });
+    const peer: Peer = { service: source, uri: serviceSpiffeId(id.trustDomain, id.namespace, id.datacenter, id.service, id.partition), certHash: createHash('sha256').update(der).digest('hex') };
+    this.#http.accept(socket, peer);
+  }
+
   #onSecure(socket: tls.TLSSocket): void {
     socket.on('error', noop);
     const cert = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
@@ -130,6 +208,15 @@ export class InboundListener {
     }
     const decision = this.#deps.policy.decide(who.id.service, this.#deps.service);
     const decidedUnder = this.#deps.policy.lastGeneration;
+    if (this.#routing.protocol !== 'tcp') {
+      // HTTP: an L7 intention admits the connection; each request is then decided alone.
+      if (!isAllowed(decision) && decisionCode(decision) !== Decision.L7_DENY) {
+        this.#deny(socket, 'intention');
+        return;
+      }
+      this.#acceptHttp(socket, who.id, cert?.raw as Buffer, decidedUnder);
+      return;
+    }
     if (!isAllowed(decision)) {
       this.#deny(socket, 'intention');
       return;

@@ -5,7 +5,8 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { S, deniedSlot, type DenyReason } from '../metrics/counters.ts';
-import type { Endpoint, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
+import type { Endpoint, TlsMaterial, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
+import { HttpUpstream } from './http-outbound.ts';
 import { expectServer, IDENTITY_MISMATCH } from './identity.ts';
 import { listenReusePort, tlsServerOptions } from './inbound.ts';
 import { splice } from './pipe.ts';
@@ -14,21 +15,44 @@ export interface OutboundDeps {
   readonly spec: UpstreamSpec;
   readonly counters: Float64Array;
   readonly connectTimeoutMs: number;
+  /** This listener's L7 counter block. */
+  readonly l7: Float64Array;
+}
+
+/**
+ * The instances a tcp upstream connects to: the chain's one target (resolver only), or its
+ * first failover target that has instances.
+ */
+export function l4Endpoints(r: UpstreamRouting): readonly Endpoint[] {
+  const id = r.chain.routes[0]?.action.splits[0]?.targetId;
+  if (id === undefined) return [];
+  const own = r.endpoints[id] ?? [];
+  if (own.length > 0) return own;
+  for (const f of r.chain.targets[id]?.failover ?? []) {
+    const eps = r.endpoints[f] ?? [];
+    if (eps.length > 0) return eps;
+  }
+  return [];
 }
 
 export class UpstreamListener {
   readonly #deps: OutboundDeps;
   readonly #server: net.Server;
-  #endpoints: readonly Endpoint[] = [];
+  #endpoints: readonly Endpoint[];
   /** Built once per certificate change, not per connection (context creation costs ~ms). */
   #context: tls.SecureContext;
   #checkServer: (host: string, cert: { raw?: Buffer }) => Error | undefined;
   #trustDomain: string;
+  #http: HttpUpstream;
+  #protocol: string;
 
-  constructor(deps: OutboundDeps, material: TlsMaterial, endpoints: readonly Endpoint[]) {
+  constructor(deps: OutboundDeps, material: TlsMaterial, routing: UpstreamRouting) {
     this.#deps = deps;
-    this.#endpoints = endpoints;
+    this.#endpoints = l4Endpoints(routing);
+    this.#protocol = routing.chain.protocol;
     this.#context = tls.createSecureContext(tlsServerOptions(material));
+    this.#http = new HttpUpstream({ name: deps.spec.name, metrics: deps.l7, tls: () => ({ context: this.#context, trustDomain: this.#trustDomain }) });
+    this.#http.update(routing);
     this.#trustDomain = material.trustDomain;
     this.#checkServer = expectServer(deps.spec.name, material.trustDomain);
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.#onConnection(s));
@@ -46,11 +70,15 @@ export class UpstreamListener {
     }
   }
 
-  updateEndpoints(endpoints: readonly Endpoint[]): void {
-    this.#endpoints = endpoints;
+  /** A new chain or new instances; the protocol applies to connections accepted from now on. */
+  updateRouting(routing: UpstreamRouting): void {
+    this.#endpoints = l4Endpoints(routing);
+    this.#protocol = routing.chain.protocol;
+    this.#http.update(routing);
   }
 
   close(): Promise<void> {
+    this.#http.close();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 
@@ -63,13 +91,24 @@ export class UpstreamListener {
 
   #onConnection(client: net.Socket): void {
     client.on('error', noop);
+    if (this.#protocol !== 'tcp') {
+      const c = this.#deps.counters;
+      c[S.ACCEPTED_OUT] = (c[S.ACCEPTED_OUT] as number) + 1;
+      client.once('close', () => {
+        c[S.RX_OUT] = (c[S.RX_OUT] as number) + client.bytesRead;
+        c[S.TX_OUT] = (c[S.TX_OUT] as number) + client.bytesWritten;
+        c[S.CLOSED_OUT] = (c[S.CLOSED_OUT] as number) + 1;
+      });
+      this.#http.accept(client);
+      return;
+    }
     const eps = this.#endpoints;
     if (eps.length === 0) {
       this.#deny(client, 'no_healthy_upstream');
       return;
     }
-    // Uniform random pick, as Consul's built-in proxy does; the L7 issue brings balancing
-    // policies and retries to other instances.
+    // tcp upstreams: a uniform random pick per connection, as Consul's built-in proxy does;
+    // HTTP upstreams use the resolver's LoadBalancer policy per request (./http-outbound.ts).
     const ep = eps[Math.floor(Math.random() * eps.length)] as Endpoint;
     const checkServer = ep.service === this.#deps.spec.name ? this.#checkServer : expectServer(ep.service, this.#trustDomain);
     const upstream = tls.connect({

@@ -6,15 +6,28 @@ import { parentPort } from 'node:worker_threads';
 import { PolicyTableReader } from '../authz/table.ts';
 import { WasmPolicyProbe } from '../wasm/policy.ts';
 import { counterBlock } from '../metrics/counters.ts';
+import { l7Block } from '../metrics/l7.ts';
 import { InboundListener } from '../dataplane/inbound.ts';
 import { UpstreamListener } from '../dataplane/outbound.ts';
-import type { FromWorker, ToWorker, WorkerInit } from './messages.ts';
+import type { FromWorker, RoutingSnapshot, ToWorker, WorkerInit } from './messages.ts';
 
 if (parentPort === null) throw new Error('dataplane-worker.ts must run as a worker thread');
 const port = parentPort;
 
 let inbound: InboundListener | null = null;
 const upstreams = new Map<string, UpstreamListener>();
+let routingVersion = -1;
+
+function applyRouting(r: RoutingSnapshot): void {
+  // Snapshots are whole and versioned: an older one arriving late is ignored.
+  if (r.version <= routingVersion) return;
+  routingVersion = r.version;
+  inbound?.updateRouting(r.inbound);
+  for (const [name, u] of upstreams) {
+    const ur = r.upstreams[name];
+    if (ur !== undefined) u.updateRouting(ur);
+  }
+}
 
 function send(msg: FromWorker): void {
   port.postMessage(msg);
@@ -22,20 +35,25 @@ function send(msg: FromWorker): void {
 
 async function init(msg: WorkerInit): Promise<void> {
   const counters = counterBlock(msg.counters, msg.index);
+  const listeners = 1 + msg.upstreams.length;
+  routingVersion = msg.routing.version;
   // The WebAssembly probe is the default: 0.52-0.68x the TypeScript reader's time per decision
   // (docs/BENCHMARKS.md). MESHD_POLICY_PROBE=ts selects the reference implementation.
   const policy = process.env.MESHD_POLICY_PROBE === 'ts' ? new PolicyTableReader(msg.policy, msg.policySlot) : new WasmPolicyProbe(msg.policy, msg.policySlot);
   let inboundPort: number | null = null;
   if (msg.inbound !== null) {
     inbound = new InboundListener(
-      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs },
+      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, l7: l7Block(msg.l7Metrics, msg.index, listeners, 0) },
       msg.tls,
+      msg.routing.inbound,
     );
     inboundPort = await inbound.listen(msg.inbound.port);
   }
   const ports: Record<string, number> = {};
-  for (const spec of msg.upstreams) {
-    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs }, msg.tls, msg.endpoints[spec.name] ?? []);
+  for (const [i, spec] of msg.upstreams.entries()) {
+    const routing = msg.routing.upstreams[spec.name];
+    if (routing === undefined) throw new Error(`no routing for upstream ${spec.name}`);
+    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i) }, msg.tls, routing);
     upstreams.set(spec.name, l);
     ports[spec.name] = await l.listen(spec.port);
   }
@@ -58,8 +76,8 @@ port.on('message', (msg: ToWorker) => {
       inbound?.updateTls(msg.tls);
       for (const u of upstreams.values()) u.updateTls(msg.tls);
       break;
-    case 'endpoints':
-      upstreams.get(msg.upstream)?.updateEndpoints(msg.endpoints);
+    case 'routing':
+      applyRouting(msg.routing);
       break;
     case 'drain':
       // Stop accepting; open connections finish on their own (or the process exits).

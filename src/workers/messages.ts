@@ -2,6 +2,9 @@
 // Data flows one way: control -> workers (config, certificates, endpoints). Workers answer
 // only with lifecycle events; traffic facts travel through the shared counter blocks.
 
+import type { ChainProtocol, DataPlaneChain } from '../chain/types.ts';
+import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
+
 export interface TlsMaterial {
   /** PKCS#8 PEM of the leaf key (generated in this process; never sent to the agent). */
   readonly keyPem: string;
@@ -10,6 +13,8 @@ export interface TlsMaterial {
   /** Every root in the trust bundle (active and rotated-out roots are all trusted). */
   readonly caPems: readonly string[];
   readonly trustDomain: string;
+  /** The leaf's SPIFFE ID (XFCC's By). */
+  readonly uri: string;
 }
 
 /** One healthy instance of an upstream: a sidecar's public listener. */
@@ -33,6 +38,33 @@ export interface UpstreamSpec {
   readonly port: number;
 }
 
+/** The local service's HTTP settings (service-defaults) and L7 intentions, for the public listener. */
+export interface InboundRouting {
+  readonly protocol: ChainProtocol;
+  readonly localConnectTimeoutMs: number;
+  readonly localRequestTimeoutMs: number;
+  /** Sources of this service's service-intentions entry (L4 and L7), and its entry-level JWT. */
+  readonly intentionSources: readonly SourceIntention[];
+  readonly intentionJwt: JwtRequirement | null;
+  readonly defaultAllow: boolean;
+}
+
+/** One upstream's compiled discovery chain and the healthy instances of each of its targets. */
+export interface UpstreamRouting {
+  readonly chain: DataPlaneChain;
+  readonly endpoints: Readonly<Record<string, readonly Endpoint[]>>;
+}
+
+/**
+ * Everything routing-related a worker needs, sent whole on every change (it is small) with
+ * a version that only grows; a worker applies a snapshot only if it is newer than its own.
+ */
+export interface RoutingSnapshot {
+  readonly version: number;
+  readonly inbound: InboundRouting;
+  readonly upstreams: Readonly<Record<string, UpstreamRouting>>;
+}
+
 export interface WorkerInit {
   readonly type: 'init';
   readonly index: number;
@@ -44,7 +76,9 @@ export interface WorkerInit {
   readonly inbound: InboundSpec | null;
   readonly upstreams: readonly UpstreamSpec[];
   readonly tls: TlsMaterial;
-  readonly endpoints: Readonly<Record<string, readonly Endpoint[]>>;
+  readonly routing: RoutingSnapshot;
+  /** L7 counters: one block per (worker, listener); listener 0 is the public one. */
+  readonly l7Metrics: SharedArrayBuffer;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
 }
@@ -52,7 +86,7 @@ export interface WorkerInit {
 export type ToWorker =
   | WorkerInit
   | { readonly type: 'tls'; readonly tls: TlsMaterial }
-  | { readonly type: 'endpoints'; readonly upstream: string; readonly endpoints: readonly Endpoint[] }
+  | { readonly type: 'routing'; readonly routing: RoutingSnapshot }
   | { readonly type: 'drain' };
 
 export interface ListeningPorts {

@@ -7,15 +7,15 @@
 // others keep serving (a thread's uncaught error or exit ends only that thread).
 
 import { Worker } from 'node:worker_threads';
-import type { Endpoint, FromWorker, ListeningPorts, ToWorker, TlsMaterial, WorkerInit } from './messages.ts';
+import type { FromWorker, ListeningPorts, RoutingSnapshot, ToWorker, TlsMaterial, WorkerInit } from './messages.ts';
 
-export type WorkerBase = Omit<WorkerInit, 'type' | 'index' | 'policySlot' | 'tls' | 'endpoints'>;
+export type WorkerBase = Omit<WorkerInit, 'type' | 'index' | 'policySlot' | 'tls' | 'routing'>;
 
 export interface SupervisorOptions {
   readonly count: number;
   readonly base: WorkerBase;
   readonly currentTls: () => TlsMaterial;
-  readonly currentEndpoints: () => Record<string, readonly Endpoint[]>;
+  readonly currentRouting: () => RoutingSnapshot;
   /** Called when a worker died, before its replacement starts (to free its table slot). */
   readonly onWorkerExit: (index: number, policySlot: number, code: number) => void;
   /** The worker script; tests wrap the real one to inject faults. */
@@ -113,7 +113,7 @@ export class WorkerSupervisor {
       inbound: base.inbound === null ? null : { ...base.inbound, port: inboundPort },
       upstreams: base.upstreams.map((u) => ({ ...u, port: ports?.upstreams[u.name] ?? u.port })),
       tls: this.#opts.currentTls(),
-      endpoints: this.#opts.currentEndpoints(),
+      routing: this.#opts.currentRouting(),
     };
     const worker = new Worker(this.#opts.workerUrl ?? WORKER_URL, { name: `meshd-dataplane-${index}` });
     this.#workers[index] = worker;

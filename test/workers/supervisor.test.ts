@@ -9,6 +9,7 @@ import { createLeafCsr, generateRoot, signLeafCsr } from '../../src/ca/authority
 import { serviceSpiffeId } from '../../src/ca/spiffe.ts';
 import { PolicyEngine } from '../../src/control/policy.ts';
 import { allocateCounters, counterBlock, S } from '../../src/metrics/counters.ts';
+import { allocateL7 } from '../../src/metrics/l7.ts';
 import { WorkerSupervisor } from '../../src/workers/supervisor.ts';
 import type { TlsMaterial } from '../../src/workers/messages.ts';
 import { startEchoApp, type EchoApp } from '../helpers/net.ts';
@@ -58,7 +59,7 @@ before(async () => {
   const api = await leaf(root, 'api');
   const web = await leaf(root, 'web');
   client = { key: web.keyPem, cert: web.certPem, ca: [root.certPem] };
-  const material: TlsMaterial = { keyPem: api.keyPem, certPem: api.certPem, caPems: [root.certPem], trustDomain: TD };
+  const material: TlsMaterial = { keyPem: api.keyPem, certPem: api.certPem, caPems: [root.certPem], trustDomain: TD, uri: serviceSpiffeId(TD, 'default', 'dc1', 'api') };
   app = await startEchoApp();
   engine = new PolicyEngine({ maxWorkers: 2, defaultAllow: false });
   await engine.update([{ source: 'web', destination: 'api', action: 'allow' }]);
@@ -71,11 +72,16 @@ before(async () => {
       service: 'api',
       inbound: { host: '127.0.0.1', port: 0, appHost: '127.0.0.1', appPort: app.port },
       upstreams: [],
+      l7Metrics: allocateL7(2, 1),
       connectTimeoutMs: 2000,
       handshakeTimeoutMs: 5000,
     },
     currentTls: () => material,
-    currentEndpoints: () => ({}),
+    currentRouting: () => ({
+      version: 1,
+      inbound: { protocol: 'tcp', localConnectTimeoutMs: 5000, localRequestTimeoutMs: 15000, intentionSources: [], intentionJwt: null, defaultAllow: false },
+      upstreams: {},
+    }),
     onWorkerExit: (_index, slot) => engine.releaseReader(slot),
     workerUrl: new URL('./crashing-worker.ts', import.meta.url),
   });

@@ -1,0 +1,201 @@
+// The public listener in HTTP mode: after the mTLS handshake and the identity check (in
+// ./inbound.ts), each connection is handed to a node:http server that never listens itself.
+// Per request: the path is normalised once, intentions are evaluated (L4 table, then the
+// source's L7 permissions), and the request is re-serialised to the local app over a pooled
+// keep-alive connection, with the caller's identity in `x-forwarded-client-cert`.
+// Runs on: every data-plane worker.
+//
+// Local-app timeouts (service-defaults): LocalConnectTimeoutMs bounds the TCP connect
+// (503 naming the cause), LocalRequestTimeoutMs bounds the wait for the response headers
+// (504). Once the response has begun it streams for as long as it takes: Envoy's route
+// timeout also cuts long downloads, which Consul users trip over; meshd does not.
+
+import * as http from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { findUnderscoreHeader, normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
+import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
+import { XFCC, forwardHeaders } from './http-headers.ts';
+
+export interface Peer {
+  /** The caller's service name (from its SPIFFE ID). */
+  readonly service: string;
+  readonly uri: string;
+  /** Hex SHA-256 of the caller's leaf DER (XFCC's Hash). */
+  readonly certHash: string;
+}
+
+export interface LocalAppTimeouts {
+  readonly localConnectTimeoutMs: number;
+  readonly localRequestTimeoutMs: number;
+}
+
+/** What a request asks of the authorizer; header names lower-case. */
+export interface AuthzRequest {
+  readonly method: string;
+  readonly path: string;
+  header(name: string): string | undefined;
+}
+
+export type AuthzResult = { readonly allow: true } | { readonly allow: false; readonly reason: L7DenyReason };
+
+export interface HttpInboundDeps {
+  readonly appHost: string;
+  readonly appPort: number;
+  /** Our own SPIFFE ID (XFCC's By). */
+  readonly selfUri: () => string;
+  readonly metrics: Float64Array;
+  readonly timeouts: () => LocalAppTimeouts;
+  readonly authorize: (peer: Peer, req: AuthzRequest) => AuthzResult;
+}
+
+/** Keep-alive towards the downstream sidecar: longer than its pool's idle timeout (60 s). */
+export const DOWNSTREAM_KEEPALIVE_MS = 120_000;
+/** Idle pooled connections to the local app are closed after this. */
+export const LOCAL_POOL_IDLE_MS = 60_000;
+
+/**
+ * Header values come from rawHeaders, every occurrence joined with ',' as Envoy sees them:
+ * node's `req.headers` keeps only the first of some duplicated headers, and a rule that reads
+ * only the first of several is the CVE-2020-25017 bypass.
+ */
+class RequestView implements AuthzRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly #raw: readonly string[];
+  constructor(method: string, path: string, raw: readonly string[]) {
+    this.method = method;
+    this.path = path;
+    this.#raw = raw;
+  }
+  header(name: string): string | undefined {
+    return rawHeaderValue(this.#raw, name);
+  }
+}
+
+const DROP_INBOUND: ReadonlySet<string> = new Set([XFCC]);
+
+export class HttpInbound {
+  readonly #deps: HttpInboundDeps;
+  readonly #server: http.Server;
+  readonly #agent: http.Agent;
+  readonly #peers = new WeakMap<object, Peer>();
+
+  constructor(deps: HttpInboundDeps) {
+    this.#deps = deps;
+    this.#server = http.createServer({ keepAliveTimeout: DOWNSTREAM_KEEPALIVE_MS, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => this.#onRequest(req, res));
+    this.#server.on('clientError', (_err, socket) => socket.destroy());
+    this.#agent = new http.Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256, timeout: LOCAL_POOL_IDLE_MS });
+  }
+
+  /** Serves HTTP on an authenticated connection. */
+  accept(socket: TLSSocket, peer: Peer): void {
+    this.#peers.set(socket, peer);
+    this.#server.emit('connection', socket);
+  }
+
+  close(): void {
+    this.#server.closeAllConnections();
+    this.#agent.destroy();
+  }
+
+  #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
+    const m = this.#deps.metrics;
+    if (flag !== null) countFlag(m, flag);
+    if (!res.headersSent) {
+      const text = body.endsWith('\n') ? body : `${body}\n`;
+      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    } else {
+      res.destroy();
+    }
+    recordRequest(m, status, (performance.now() - start) / 1000);
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const start = performance.now();
+    const peer = this.#peers.get(req.socket);
+    if (peer === undefined) {
+      res.destroy();
+      return;
+    }
+    const norm = normalizeRequestPath(req.url ?? '');
+    if (!norm.ok) {
+      req.resume();
+      this.#local(res, start, 400, 'bad_request', `bad request path: ${norm.detail}`);
+      return;
+    }
+    const underscore = findUnderscoreHeader(req.rawHeaders);
+    if (underscore !== null) {
+      req.resume();
+      this.#local(res, start, 400, 'bad_request', `header names with underscores are refused: ${underscore}`);
+      return;
+    }
+    const method = req.method ?? 'GET';
+    const verdict = this.#deps.authorize(peer, new RequestView(method, norm.path, req.rawHeaders));
+    if (!verdict.allow) {
+      req.resume();
+      countL7Denied(this.#deps.metrics, verdict.reason);
+      this.#local(res, start, 403, 'rbac_denied', 'RBAC: access denied');
+      return;
+    }
+    const headers = forwardHeaders(req.rawHeaders, DROP_INBOUND);
+    headers.push(XFCC, `By=${this.#deps.selfUri()};Hash=${peer.certHash};URI=${peer.uri}`);
+    const timeouts = this.#deps.timeouts();
+    const path = norm.query === '' ? norm.path : `${norm.path}?${norm.query}`;
+    const up = http.request({ host: this.#deps.appHost, port: this.#deps.appPort, method, path, headers, agent: this.#agent });
+    let connectTimer: NodeJS.Timeout | undefined;
+    let stage: 'connecting' | 'sent' | 'done' = 'connecting';
+    const requestTimer = setTimeout(() => {
+      if (stage === 'done') return;
+      stage = 'done';
+      up.destroy();
+      this.#local(res, start, 504, 'request_timeout', `local app did not answer within ${timeouts.localRequestTimeoutMs} ms`);
+    }, timeouts.localRequestTimeoutMs);
+    up.on('socket', (s) => {
+      if (!s.connecting) {
+        stage = 'sent';
+        return;
+      }
+      connectTimer = setTimeout(() => up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), timeouts.localConnectTimeoutMs);
+      s.once('connect', () => {
+        clearTimeout(connectTimer);
+        stage = 'sent';
+      });
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(connectTimer);
+      clearTimeout(requestTimer);
+      if (stage === 'done') return;
+      const wasConnecting = stage === 'connecting';
+      stage = 'done';
+      if (wasConnecting) this.#local(res, start, 503, 'local_app_unreachable', `local app unreachable: ${err.code ?? err.message} (${this.#deps.appHost}:${this.#deps.appPort})`);
+      else this.#local(res, start, 502, 'reset', `local app reset the connection before responding: ${err.code ?? err.message}`);
+    });
+    up.on('response', (upRes) => {
+      clearTimeout(requestTimer);
+      if (stage === 'done') {
+        upRes.resume();
+        return;
+      }
+      stage = 'done';
+      const status = upRes.statusCode ?? 502;
+      res.writeHead(status, upRes.statusMessage, forwardHeaders(upRes.rawHeaders));
+      upRes.pipe(res);
+      upRes.on('error', () => res.destroy());
+      res.once('close', () => {
+        if (!upRes.complete) upRes.destroy();
+        recordRequest(this.#deps.metrics, status, (performance.now() - start) / 1000);
+      });
+    });
+    // The downstream gave up: stop the app's request too.
+    res.once('close', () => {
+      if (stage !== 'done') {
+        stage = 'done';
+        clearTimeout(requestTimer);
+        clearTimeout(connectTimer);
+        up.destroy();
+      }
+    });
+    req.pipe(up);
+  }
+}

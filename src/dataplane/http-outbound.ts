@@ -1,0 +1,530 @@
+// An upstream listener in HTTP mode: the local app speaks plain HTTP/1.1 to 127.0.0.1:<port>;
+// each request goes through the upstream's discovery chain — route (service-router), split
+// (service-splitter), target and failover (service-resolver) — to one instance picked by the
+// target's load-balancing policy, over a pooled keep-alive mTLS connection whose server must
+// present the target service's SPIFFE ID.
+// Runs on: every data-plane worker; connections come from the listener in ./outbound.ts.
+//
+// Local answers, as Envoy gives them: no healthy instance 503, circuit-breaker overflow 503,
+// connect failure 503, reset before the response 502, route timeout 504; each is counted by
+// cause (src/metrics/l7.ts). Retries follow the route's policy (NumRetries, RetryOn,
+// RetryOnStatusCodes, RetryOnConnectFailure) with jittered backoff, to a different instance
+// when there is one, and only for requests without a body (a streamed body cannot be
+// replayed; Envoy buffers it instead, up to a limit). The route timeout covers every attempt
+// and ends when the response begins: a long download is not cut.
+
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type * as net from 'node:net';
+import type * as tls from 'node:tls';
+import { normalizeRequestPath } from '../authz/l7.ts';
+import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
+import { L, bump, countFlag, countOverflow, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
+import type { Endpoint, UpstreamRouting } from '../workers/messages.ts';
+import { XFCC, applyModifiers, forwardHeaders, hasBody } from './http-headers.ts';
+import { expectServer } from './identity.ts';
+import { createBalancer, endpointKey, requestHashKey, type Balancer } from './lb.ts';
+import { CircuitBreaker, OutlierDetector, isIdempotentMethod, retryBackoffMs, shouldRetry, type AttemptOutcome } from './resilience.ts';
+import { RouteTable, rewritePath, type RoutableRequest } from './route-match.ts';
+import { SplitPicker } from './split.ts';
+
+/** Envoy's default route timeout when neither the router nor the resolver sets one. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
+/** Pooled upstream connections idle longer than this are closed (the server side keeps 120 s). */
+export const UPSTREAM_POOL_IDLE_MS = 60_000;
+
+export interface HttpUpstreamDeps {
+  readonly name: string;
+  readonly metrics: Float64Array;
+  readonly tls: () => { readonly context: tls.SecureContext; readonly trustDomain: string };
+  readonly random?: () => number;
+  readonly now?: () => number;
+}
+
+interface TargetState {
+  readonly target: ChainTarget;
+  readonly all: readonly Endpoint[];
+  balancer: Balancer;
+  /** outlier.version the balancer was built at; a different one means rebuild before picking. */
+  balancerVersion: number;
+  readonly outlier: OutlierDetector;
+  readonly breaker: CircuitBreaker;
+  readonly sweep: NodeJS.Timeout;
+}
+
+class RequestView implements RoutableRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  readonly sourceIp: string;
+  readonly #headers: http.IncomingHttpHeaders;
+  #cookies: Map<string, string> | undefined;
+  #params: URLSearchParams | undefined;
+
+  constructor(method: string, path: string, query: string, headers: http.IncomingHttpHeaders, sourceIp: string) {
+    this.method = method;
+    this.path = path;
+    this.query = query;
+    this.#headers = headers;
+    this.sourceIp = sourceIp;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.#headers[name.toLowerCase()];
+    return Array.isArray(v) ? v.join(',') : v;
+  }
+
+  cookie(name: string): string | undefined {
+    if (this.#cookies === undefined) {
+      this.#cookies = new Map();
+      for (const part of (this.#headers.cookie ?? '').split(';')) {
+        const eq = part.indexOf('=');
+        if (eq > 0) this.#cookies.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+      }
+    }
+    return this.#cookies.get(name);
+  }
+
+  queryParam(name: string): string | undefined {
+    this.#params ??= new URLSearchParams(this.query);
+    return this.#params.get(name) ?? undefined;
+  }
+}
+
+/** The app cannot pose as the caller: its own XFCC is dropped before the request leaves. */
+const DROP_OUTBOUND: ReadonlySet<string> = new Set([XFCC]);
+
+/** Errors that mean the request never reached the upstream application. */
+const CONNECT_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'MESHD_CONNECT_TIMEOUT', 'MESHD_UPSTREAM_IDENTITY_MISMATCH']);
+
+export class HttpUpstream {
+  readonly #deps: HttpUpstreamDeps;
+  readonly #server: http.Server;
+  /**
+   * One pool per target service. The server identity check lives in the Agent's options, not
+   * in each request's: Node's https.Agent will not keep alive a connection opened with a
+   * per-request checkServerIdentity (the check would not run again for the next request that
+   * reuses it), so per-request checks would mean a TLS handshake per request.
+   */
+  readonly #agents = new Map<string, https.Agent>();
+  #agentsTrustDomain = '';
+  #maxConnections = 0;
+  #chain: DataPlaneChain | null = null;
+  #routes: RouteTable | null = null;
+  #pickers: SplitPicker[] = [];
+  #targets = new Map<string, TargetState>();
+  readonly #random: () => number;
+  readonly #now: () => number;
+  #lastEjections = 0;
+
+  constructor(deps: HttpUpstreamDeps) {
+    this.#deps = deps;
+    this.#random = deps.random ?? Math.random;
+    this.#now = deps.now ?? Date.now;
+    this.#server = http.createServer({ keepAliveTimeout: 60_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => this.#onRequest(req, res));
+    this.#server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  /** The pool for connections to instances of `service` (whose SPIFFE ID the server must present). */
+  agentFor(service: string, trustDomain: string): https.Agent {
+    if (trustDomain !== this.#agentsTrustDomain) {
+      this.#dropAgents();
+      this.#agentsTrustDomain = trustDomain;
+    }
+    let agent = this.#agents.get(service);
+    if (agent === undefined) {
+      agent = new https.Agent({
+        keepAlive: true,
+        maxSockets: this.#maxConnections > 0 ? this.#maxConnections : 1024,
+        maxFreeSockets: 256,
+        timeout: UPSTREAM_POOL_IDLE_MS,
+        scheduling: 'lifo',
+        checkServerIdentity: expectServer(service, trustDomain),
+      });
+      this.#agents.set(service, agent);
+    }
+    return agent;
+  }
+
+  #dropAgents(): void {
+    for (const a of this.#agents.values()) a.destroy();
+    this.#agents.clear();
+  }
+
+  accept(socket: net.Socket): void {
+    this.#server.emit('connection', socket);
+    socket.resume();
+  }
+
+  close(): void {
+    this.#server.closeAllConnections();
+    this.#dropAgents();
+    for (const t of this.#targets.values()) clearInterval(t.sweep);
+  }
+
+  /** A new chain or new endpoints: routes and pickers are rebuilt; outlier state is kept per target and instance. */
+  update(u: UpstreamRouting): void {
+    const chain = u.chain;
+    this.#routes = new RouteTable(chain.routes);
+    if (chain.limits.maxConnections !== this.#maxConnections) {
+      // New pools with the new MaxConnections. The old pools are not destroyed: requests in
+      // flight finish on their sockets, and idle ones close after the idle timeout.
+      this.#maxConnections = chain.limits.maxConnections;
+      this.#agents.clear();
+    }
+    this.#chain = chain;
+    const next = new Map<string, TargetState>();
+    for (const [id, target] of Object.entries(chain.targets)) {
+      const all = u.endpoints[id] ?? [];
+      const prev = this.#targets.get(id);
+      const outlier = prev?.outlier ?? new OutlierDetector(chain.passiveHealthCheck, { now: this.#now, random: this.#random });
+      outlier.setHosts(all.map(endpointKey));
+      const breaker = prev?.breaker ?? new CircuitBreaker(chain.limits);
+      breaker.setLimits(chain.limits);
+      const sweep = prev?.sweep ?? setInterval(() => outlier.sweep(), outlier.intervalMs).unref();
+      next.set(id, {
+        target,
+        all,
+        balancer: createBalancer(target.loadBalancer, outlier.healthyEndpoints(all), { random: this.#random }),
+        balancerVersion: outlier.version,
+        outlier,
+        breaker,
+        sweep,
+      });
+    }
+    for (const [id, t] of this.#targets) if (!next.has(id)) clearInterval(t.sweep);
+    this.#targets = next;
+    // Health-aware splits: a split whose target (and its failovers) has no instance gives
+    // its share to the others (src/dataplane/split.ts).
+    this.#pickers = chain.routes.map((r) => new SplitPicker(r.action.splits, { random: this.#random }).withHealthy((id) => this.#resolve(id) !== null));
+  }
+
+  /** The target that serves `id` now: itself if it has a healthy instance, else its first failover that has. */
+  #resolve(id: string): TargetState | null {
+    const t = this.#targets.get(id);
+    if (t === undefined) return null;
+    if (this.#healthy(t)) return t;
+    for (const f of t.target.failover) {
+      const ft = this.#targets.get(f);
+      if (ft !== undefined && this.#healthy(ft)) return ft;
+    }
+    return null;
+  }
+
+  #healthy(t: TargetState): boolean {
+    if (t.outlier.version !== t.balancerVersion) {
+      t.balancer = createBalancer(t.target.loadBalancer, t.outlier.healthyEndpoints(t.all), { random: this.#random });
+      t.balancerVersion = t.outlier.version;
+    }
+    return t.balancer.endpoints.length > 0;
+  }
+
+  #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
+    const m = this.#deps.metrics;
+    if (flag !== null) countFlag(m, flag);
+    if (!res.headersSent) {
+      const text = body.endsWith('\n') ? body : `${body}\n`;
+      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': flag ?? '' });
+      res.end(text);
+    } else {
+      res.destroy();
+    }
+    recordRequest(m, status, (performance.now() - start) / 1000);
+  }
+
+  #syncGauges(): void {
+    const m = this.#deps.metrics;
+    let ejections = 0;
+    let ejectedNow = 0;
+    let open = 0;
+    for (const s of this.#targets.values()) {
+      ejections += s.outlier.ejections;
+      ejectedNow += s.outlier.ejectedNow;
+      if (s.breaker.requests >= s.breaker.maxRequests || s.breaker.pending >= s.breaker.maxPendingRequests) open = 1;
+    }
+    if (ejections !== this.#lastEjections) {
+      bump(m, L.EJECTIONS, ejections - this.#lastEjections);
+      this.#lastEjections = ejections;
+    }
+    m[L.EJECTED_NOW] = ejectedNow;
+    m[L.BREAKER_OPEN] = open;
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const start = performance.now();
+    const chain = this.#chain;
+    const routes = this.#routes;
+    if (chain === null || routes === null) {
+      req.resume();
+      this.#local(res, start, 503, 'no_healthy_upstream', `no route to ${this.#deps.name} yet`);
+      return;
+    }
+    const norm = normalizeRequestPath(req.url ?? '');
+    if (!norm.ok) {
+      req.resume();
+      this.#local(res, start, 400, 'bad_request', `bad request path: ${norm.detail}`);
+      return;
+    }
+    const method = req.method ?? 'GET';
+    const view = new RequestView(method, norm.path, norm.query, req.headers, req.socket.remoteAddress ?? '');
+    const ri = routes.match(view);
+    const route = chain.routes[ri];
+    const picker = this.#pickers[ri];
+    if (route === undefined || picker === undefined) {
+      req.resume();
+      this.#local(res, start, 503, 'no_healthy_upstream', 'no route');
+      return;
+    }
+    const action = route.action;
+    const split = action.splits[picker.pick()];
+    const ts = split === undefined ? null : this.#resolve(split.targetId);
+    if (split === undefined || ts === null) {
+      req.resume();
+      this.#local(res, start, 503, 'no_healthy_upstream', 'no healthy upstream');
+      return;
+    }
+    if (!ts.breaker.tryAcquireRequest()) {
+      req.resume();
+      countOverflow(this.#deps.metrics, 'requests');
+      this.#syncGauges();
+      this.#local(res, start, 503, 'overflow', 'upstream overflow: too many concurrent requests (circuit breaker)');
+      return;
+    }
+    let headers = forwardHeaders(req.rawHeaders, DROP_OUTBOUND);
+    headers = applyModifiers(applyModifiers(headers, action.requestHeaders), split.requestHeaders);
+    const rewritten = rewritePath(norm.path, route.match, action.prefixRewrite);
+    const path = norm.query === '' ? rewritten : `${rewritten}?${norm.query}`;
+    const hashKey = ts.target.loadBalancer.hashPolicies.length === 0 ? null : requestHashKey(ts.target.loadBalancer.hashPolicies, { header: (n) => view.header(n), cookie: (n) => view.cookie(n), query: (n) => view.queryParam(n), sourceIp: view.sourceIp });
+    const timeoutMs = action.requestTimeoutMs > 0 ? action.requestTimeoutMs : ts.target.requestTimeoutMs > 0 ? ts.target.requestTimeoutMs : DEFAULT_REQUEST_TIMEOUT_MS;
+    const replayable = !hasBody(req.headers);
+    const maxRetries = retriesFor(action);
+    new Exchange(this, { req, res, start, method, path, headers, ts, hashKey, action, responseModifiers: [action.responseHeaders, split.responseHeaders], replayable, maxRetries, timeoutMs }).begin();
+  }
+
+  /** For Exchange: the pieces it needs from the listener. */
+  get deps(): HttpUpstreamDeps {
+    return this.#deps;
+  }
+  get random(): () => number {
+    return this.#random;
+  }
+  finish(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
+    this.#local(res, start, status, flag, body);
+  }
+  sync(): void {
+    this.#syncGauges();
+  }
+  healthy(ts: TargetState): boolean {
+    return this.#healthy(ts);
+  }
+}
+
+/** Envoy: a retry policy without a count retries once. */
+function retriesFor(a: RouteAction): number {
+  if (a.numRetries > 0) return a.numRetries;
+  return a.retryOnConnectFailure || a.retryOn.length > 0 || a.retryOnStatusCodes.length > 0 ? 1 : 0;
+}
+
+interface ExchangeSpec {
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  readonly start: number;
+  readonly method: string;
+  readonly path: string;
+  readonly headers: string[];
+  readonly ts: TargetState;
+  readonly hashKey: number | null;
+  readonly action: RouteAction;
+  readonly responseModifiers: readonly [RouteAction['responseHeaders'], RouteAction['responseHeaders']];
+  readonly replayable: boolean;
+  readonly maxRetries: number;
+  readonly timeoutMs: number;
+}
+
+/** One downstream request and its attempts. */
+class Exchange {
+  readonly #u: HttpUpstream;
+  readonly #s: ExchangeSpec;
+  #done = false;
+  #retries = 0;
+  #current: http.ClientRequest | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #released = false;
+
+  constructor(u: HttpUpstream, s: ExchangeSpec) {
+    this.#u = u;
+    this.#s = s;
+  }
+
+  begin(): void {
+    const s = this.#s;
+    this.#timer = setTimeout(() => {
+      if (this.#done) return;
+      this.#done = true;
+      this.#current?.destroy();
+      this.#release();
+      this.#u.finish(s.res, s.start, 504, 'request_timeout', `upstream request timeout (${s.timeoutMs} ms)`);
+    }, s.timeoutMs);
+    s.res.once('close', () => {
+      if (this.#done) return;
+      // The app gave up before the response began.
+      this.#done = true;
+      clearTimeout(this.#timer);
+      this.#current?.destroy();
+      this.#release();
+    });
+    if (s.replayable) s.req.resume();
+    this.#attempt(null, false);
+  }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#s.ts.breaker.releaseRequest();
+    this.#u.sync();
+  }
+
+  #fail(status: number, flag: ResponseFlag, body: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    this.#release();
+    this.#u.finish(this.#s.res, this.#s.start, status, flag, body);
+  }
+
+  #retry(exclude: Endpoint, outcome: AttemptOutcome): boolean {
+    const s = this.#s;
+    if (!s.replayable || this.#retries >= s.maxRetries || !shouldRetry(s.action, outcome, s.method)) return false;
+    this.#retries++;
+    bump(this.#u.deps.metrics, L.RETRIES);
+    setTimeout(() => {
+      if (!this.#done) this.#attempt(exclude, false);
+    }, retryBackoffMs(this.#retries, this.#u.random));
+    return true;
+  }
+
+  #attempt(exclude: Endpoint | null, transparent: boolean): void {
+    const s = this.#s;
+    const ts = s.ts;
+    if (!this.#u.healthy(ts)) {
+      this.#fail(503, 'no_healthy_upstream', 'no healthy upstream');
+      return;
+    }
+    const ep = ts.balancer.pick(s.hashKey, exclude);
+    if (ep === null) {
+      this.#fail(503, 'no_healthy_upstream', 'no healthy upstream');
+      return;
+    }
+    const key = endpointKey(ep);
+    const { context, trustDomain } = this.#u.deps.tls();
+    ts.balancer.onRequestStart(ep);
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      ts.balancer.onRequestEnd(ep);
+    };
+    let pending = true;
+    if (!ts.breaker.tryAcquirePending()) {
+      end();
+      countOverflow(this.#u.deps.metrics, 'pending');
+      this.#fail(503, 'overflow', 'upstream overflow: too many requests waiting for a connection (circuit breaker)');
+      return;
+    }
+    const releasePending = (): void => {
+      if (!pending) return;
+      pending = false;
+      ts.breaker.releasePending();
+    };
+    const options: https.RequestOptions & { secureContext: tls.SecureContext } = {
+      host: ep.host,
+      port: ep.port,
+      method: s.method,
+      path: s.path,
+      headers: s.headers,
+      agent: this.#u.agentFor(ep.service, trustDomain),
+      secureContext: context,
+    };
+    const up = https.request(options);
+    this.#current = up;
+    let connected = false;
+    let connectTimer: NodeJS.Timeout | undefined;
+    up.on('socket', (sock) => {
+      releasePending();
+      const tlsSock = sock as tls.TLSSocket;
+      if (!tlsSock.connecting && (up.reusedSocket || !tlsSock.pending)) {
+        connected = true;
+        return;
+      }
+      connectTimer = setTimeout(() => up.destroy(Object.assign(new Error(`connect timeout after ${ts.target.connectTimeoutMs} ms`), { code: 'MESHD_CONNECT_TIMEOUT' })), ts.target.connectTimeoutMs);
+      tlsSock.once('secureConnect', () => {
+        clearTimeout(connectTimer);
+        connected = true;
+      });
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(connectTimer);
+      releasePending();
+      end();
+      if (this.#done) return;
+      // A pooled connection the server had just closed: the request was not processed, so an
+      // idempotent request without a body goes again on a fresh connection, uncounted.
+      if (up.reusedSocket && !transparent && err.code === 'ECONNRESET' && s.replayable && isIdempotentMethod(s.method)) {
+        this.#attempt(null, true);
+        return;
+      }
+      const connectFailure = !connected || CONNECT_CODES.has(err.code ?? '');
+      ts.outlier.record(key, connectFailure ? 'connect-failure' : true);
+      this.#u.sync();
+      if (connectFailure) countFlag(this.#u.deps.metrics, 'connect_failure');
+      const outcome: AttemptOutcome = connectFailure ? { kind: 'connect-failure' } : { kind: 'reset' };
+      if (this.#retry(ep, outcome)) return;
+      if (connectFailure) {
+        // Counted above per attempt; the local answer carries the same cause.
+        this.#done = true;
+        clearTimeout(this.#timer);
+        this.#release();
+        const res = s.res;
+        const text = `upstream connect error: ${err.code ?? err.message} (${this.#u.deps.name})\n`;
+        if (!res.headersSent) {
+          res.writeHead(503, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': 'connect_failure' });
+          res.end(text);
+        }
+        recordRequest(this.#u.deps.metrics, 503, (performance.now() - s.start) / 1000);
+        return;
+      }
+      this.#fail(502, 'reset', `upstream reset before the response: ${err.code ?? err.message}`);
+    });
+    up.on('response', (upRes) => {
+      clearTimeout(connectTimer);
+      const status = upRes.statusCode ?? 502;
+      ts.outlier.record(key, status >= 500);
+      this.#u.sync();
+      if (this.#done) {
+        upRes.resume();
+        end();
+        return;
+      }
+      if (status >= 400 && this.#retry(ep, { kind: 'status', status })) {
+        upRes.resume();
+        upRes.on('end', end);
+        return;
+      }
+      this.#done = true;
+      clearTimeout(this.#timer);
+      const res = s.res;
+      const headers = applyModifiers(applyModifiers(forwardHeaders(upRes.rawHeaders), s.responseModifiers[0]), s.responseModifiers[1]);
+      res.writeHead(status, upRes.statusMessage, headers);
+      upRes.pipe(res);
+      upRes.on('error', () => res.destroy());
+      res.once('close', () => {
+        if (!upRes.complete) upRes.destroy();
+        end();
+        this.#release();
+        recordRequest(this.#u.deps.metrics, status, (performance.now() - s.start) / 1000);
+      });
+    });
+    if (s.replayable) up.end();
+    else s.req.pipe(up);
+  }
+}
