@@ -255,6 +255,11 @@ export type L7Request = {
    * rawHeaderValue); undefined when absent.
    */
   header(name: string): string | undefined;
+  /**
+   * Payloads of the tokens the data plane verified, by jwt-provider name (./jwt-verify.ts);
+   * absent or empty: no verified token, so every JWT requirement fails.
+   */
+  readonly jwt?: ReadonlyMap<string, Readonly<Record<string, unknown>>>;
 };
 
 export type L7Decision = {
@@ -265,9 +270,10 @@ export type L7Decision = {
 };
 
 /**
- * Decides whether one JWT requirement holds for a request. Until meshd verifies tokens the
- * default says "no", so a permission with a JWT requirement never matches (and an entry-level
- * requirement makes every permission miss, giving the default policy).
+ * Decides whether one JWT requirement holds for a request. The data plane passes
+ * jwt-verify.ts's verifiedJwtCheck (reads `req.jwt`); without a check the default says "no",
+ * so a permission with a JWT requirement never matches (and an entry-level requirement makes
+ * every permission miss, giving the default policy).
  */
 export type JwtCheck = (requirement: JwtRequirement, req: L7Request) => boolean;
 
@@ -284,6 +290,11 @@ export type L7Program = {
   readonly source: string;
   readonly precedence: number;
   readonly permissionCount: number;
+  /**
+   * Every jwt-provider named by the entry-level JWT and by this source's permissions, in first
+   * appearance order (no duplicates): the providers whose tokens apply to its requests.
+   */
+  readonly jwtProviders: readonly string[];
   /** `defaultAllow`: the default intention policy (consul-mesh.md §2.4), used when no permission matches. */
   evaluate(req: L7Request, defaultAllow: boolean): L7Decision;
 };
@@ -450,6 +461,7 @@ class Program implements L7Program {
   readonly source: string;
   readonly precedence: number;
   readonly permissionCount: number;
+  readonly jwtProviders: readonly string[];
   readonly #permissions: readonly CompiledPermission[];
   readonly #entryJwt: JwtRequirement | null;
   readonly #jwtCheck: JwtCheck;
@@ -461,6 +473,9 @@ class Program implements L7Program {
     this.#permissions = permissions.map(compilePermission);
     this.#entryJwt = options.entryJwt ?? null;
     this.#jwtCheck = options.jwtCheck ?? JWT_UNSUPPORTED;
+    const names = new Set<string>();
+    for (const j of [this.#entryJwt, ...permissions.map((p) => p.jwt)]) for (const p of j?.providers ?? []) names.add(p.name);
+    this.jwtProviders = [...names];
   }
 
   evaluate(req: L7Request, defaultAllow: boolean): L7Decision {

@@ -10,6 +10,7 @@ import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, agentCheckJson, agentServic
 import { CheckRunner, type CheckTimers, type Probe } from './checks.ts';
 import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
 import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
+import { referencedJwtProviders } from '../config/service-intentions.ts';
 import { compileChain } from '../chain/compile.ts';
 import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
@@ -471,11 +472,19 @@ export class Agent {
         const own = compile(service).dataPlane;
         const chains: Record<string, unknown> = {};
         for (const up of ctx.url.searchParams.getAll('upstream')) chains[up] = compile(up, service).dataPlane;
+        const intentions = this.#intentions.entry(service)?.value ?? null;
+        // The jwt-provider entries the intentions name; an unknown name is left out (its
+        // requirements then never hold at the proxy).
+        const jwtProviders = (intentions === null ? [] : referencedJwtProviders(intentions)).flatMap((n) => {
+          const e = readEntry('jwt-provider', n)?.value;
+          return e?.kind === 'jwt-provider' ? [e] : [];
+        });
         return {
           Local: { Protocol: own.protocol, LocalConnectTimeoutMs: sd?.localConnectTimeoutMs || 5000, LocalRequestTimeoutMs: sd?.localRequestTimeoutMs || 15000 },
           // All sources (L4 ones too), so an exact L4 source is never shadowed by a `*` L7 program.
-          IntentionSources: this.#intentions.entry(service)?.value.sources ?? [],
-          IntentionJwt: this.#intentions.entry(service)?.value.jwt ?? null,
+          IntentionSources: intentions?.sources ?? [],
+          IntentionJwt: intentions?.jwt ?? null,
+          JwtProviders: jwtProviders,
           DefaultAllow: this.#policy.defaultAllow,
           Chains: chains,
         };

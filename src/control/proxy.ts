@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { createLeafCsr } from '../ca/authority.ts';
 import { serviceSpiffeId } from '../ca/spiffe.ts';
 import type { DataPlaneChain } from '../chain/types.ts';
+import type { JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
 import { allocateL7, l7Families, renderL7 } from '../metrics/l7.ts';
@@ -88,6 +89,8 @@ export interface ProxyConfigBody {
   readonly Local: { readonly Protocol: InboundRouting['protocol']; readonly LocalConnectTimeoutMs: number; readonly LocalRequestTimeoutMs: number };
   readonly IntentionSources: readonly SourceIntention[];
   readonly IntentionJwt: JwtRequirement | null;
+  /** The jwt-provider entries the intentions name (absent from an older agent: none). */
+  readonly JwtProviders?: readonly JwtProviderEntry[];
   readonly DefaultAllow: boolean;
   readonly Chains: Readonly<Record<string, DataPlaneChain>>;
 }
@@ -404,6 +407,7 @@ export class SidecarProxy {
       localRequestTimeoutMs: cfg.Local.LocalRequestTimeoutMs,
       intentionSources: cfg.IntentionSources,
       intentionJwt: cfg.IntentionJwt,
+      jwtProviders: cfg.JwtProviders ?? [],
       defaultAllow: cfg.DefaultAllow,
     };
     this.#routing = { version: ++this.#routingVersion, inbound, upstreams };

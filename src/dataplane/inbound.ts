@@ -10,7 +10,8 @@
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { compileL7Sources, type L7Programs } from '../authz/l7.ts';
+import { compileL7Sources, type L7Programs, type L7Request } from '../authz/l7.ts';
+import { JwtProviders, verifiedJwtCheck } from '../authz/jwt-verify.ts';
 import { Decision, isAllowed } from '../authz/table.ts';
 import { S, deniedSlot, handshakeSlot, type DenyReason } from '../metrics/counters.ts';
 import type { InboundRouting, InboundSpec, TlsMaterial } from '../workers/messages.ts';
@@ -60,6 +61,12 @@ const ALLOW: AuthzResult = { allow: true };
 const L4_DENY: AuthzResult = { allow: false, reason: 'l4_deny' };
 const PERMISSION_DENY: AuthzResult = { allow: false, reason: 'permission_deny' };
 const DEFAULT_DENY: AuthzResult = { allow: false, reason: 'default_deny' };
+const JWT_DENY: AuthzResult = { allow: false, reason: 'jwt_invalid' };
+
+/** The routing parts L7 programs and JWT verifiers are compiled from, for change detection. */
+function l7Key(r: InboundRouting): string {
+  return JSON.stringify([r.intentionSources, r.intentionJwt, r.jwtProviders ?? []]);
+}
 
 function decisionCode(d: number): number {
   return d & 7;
@@ -73,7 +80,12 @@ export class InboundListener {
   #seenGeneration: number;
   readonly #recheck: NodeJS.Timeout;
   #routing: InboundRouting;
-  #programs: L7Programs;
+  #l7Key: string;
+  #programs!: L7Programs;
+  /** This service's jwt-provider verifiers (null: none configured). */
+  #jwt: JwtProviders | null = null;
+  /** The allow result: ALLOW, or one that strips incoming copies of JWT forwarding headers. */
+  #allow: AuthzResult = ALLOW;
   #selfUri: string;
   readonly #http: HttpInbound;
 
@@ -82,7 +94,8 @@ export class InboundListener {
     this.#trustDomain = material.trustDomain;
     this.#selfUri = material.uri;
     this.#routing = routing;
-    this.#programs = compileL7Sources(routing.intentionSources, { entryJwt: routing.intentionJwt });
+    this.#l7Key = l7Key(routing);
+    this.#compileL7(routing);
     this.#http = new HttpInbound({
       appHost: deps.spec.appHost,
       appPort: deps.spec.appPort,
@@ -123,10 +136,21 @@ export class InboundListener {
   /** New HTTP settings or L7 intentions: L7 programs are compiled here, once per change. */
   updateRouting(routing: InboundRouting): void {
     // Structured clone gives every snapshot fresh arrays, so compare by content.
-    if (JSON.stringify(routing.intentionSources) !== JSON.stringify(this.#routing.intentionSources) || JSON.stringify(routing.intentionJwt) !== JSON.stringify(this.#routing.intentionJwt)) {
-      this.#programs = compileL7Sources(routing.intentionSources, { entryJwt: routing.intentionJwt });
+    const key = l7Key(routing);
+    if (key !== this.#l7Key) {
+      this.#l7Key = key;
+      this.#compileL7(routing);
     }
     this.#routing = routing;
+  }
+
+  /** L7 programs and JWT verifiers (their token caches start empty). */
+  #compileL7(routing: InboundRouting): void {
+    const providers = routing.jwtProviders ?? [];
+    const jwt = providers.length === 0 ? null : new JwtProviders(providers);
+    this.#jwt = jwt;
+    this.#allow = jwt === null || jwt.forwardingHeaders.length === 0 ? ALLOW : { allow: true, dropHeaders: jwt.forwardingHeaders };
+    this.#programs = compileL7Sources(routing.intentionSources, { entryJwt: routing.intentionJwt, jwtCheck: verifiedJwtCheck });
   }
 
   close(): Promise<void> {
@@ -140,15 +164,32 @@ export class InboundListener {
    * the matching intention is an L7 one, its permissions top-down; no matching permission
    * gives the default policy. Evaluated per request, so a new table or new permissions apply
    * to the next request on an open connection.
+   *
+   * When the L7 intention names jwt-providers, tokens are verified first (src/authz/jwt-verify.ts):
+   * a token none of them verifies is `jwt_invalid` (401); verified payloads feed the
+   * permissions' JWT requirements; no token leaves every requirement unmet.
    */
   authorize(source: string, req: AuthzRequest): AuthzResult {
     const d = this.#deps.policy.decide(source, this.#deps.service);
-    if (isAllowed(d)) return ALLOW;
+    if (isAllowed(d)) return this.#allow;
     if (decisionCode(d) !== Decision.L7_DENY) return L4_DENY;
     const program = this.#programs.programFor(source);
-    if (program === null) return this.#routing.defaultAllow ? ALLOW : DEFAULT_DENY;
-    const r = program.evaluate(req, this.#routing.defaultAllow);
-    if (r.allow) return ALLOW;
+    if (program === null) return this.#routing.defaultAllow ? this.#allow : DEFAULT_DENY;
+    let view: L7Request = req;
+    let allow = this.#allow;
+    const jwt = this.#jwt;
+    if (jwt !== null && program.jwtProviders.length > 0) {
+      const a = jwt.authenticate(program.jwtProviders, req);
+      if (a.kind === 'invalid') return JWT_DENY;
+      if (a.kind === 'verified') {
+        view = { method: req.method, path: req.path, header: (name) => req.header(name), jwt: a.payloads };
+        if (a.removeHeaders.length > 0 || a.addHeaders.length > 0) {
+          allow = { allow: true, dropHeaders: [...jwt.forwardingHeaders, ...a.removeHeaders], addHeaders: a.addHeaders };
+        }
+      }
+    }
+    const r = program.evaluate(view, this.#routing.defaultAllow);
+    if (r.allow) return allow;
     return r.permissionIndex < 0 ? DEFAULT_DENY : PERMISSION_DENY;
   }
 

@@ -30,8 +30,11 @@ export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 export const RESPONSE_FLAGS = ['no_healthy_upstream', 'connect_failure', 'overflow', 'request_timeout', 'reset', 'rbac_denied', 'bad_request', 'local_app_unreachable'] as const;
 export type ResponseFlag = (typeof RESPONSE_FLAGS)[number];
 
-/** Why an intention refused a request (label `reason`, layer L7). */
-export const L7_DENY_REASONS = ['l4_deny', 'permission_deny', 'default_deny'] as const;
+/**
+ * Why an intention refused a request (label `reason`; layer L4, L7, or JWT for `jwt_invalid`:
+ * a token no applying jwt-provider verifies, answered 401 instead of 403).
+ */
+export const L7_DENY_REASONS = ['l4_deny', 'permission_deny', 'default_deny', 'jwt_invalid'] as const;
 export type L7DenyReason = (typeof L7_DENY_REASONS)[number];
 
 export const OVERFLOW_KINDS = ['connections', 'pending', 'requests'] as const;
@@ -160,9 +163,9 @@ export function l7Families(buffer: SharedArrayBuffer, workers: number, listenerL
     },
     {
       name: 'meshd_http_requests_denied_total',
-      help: 'Requests refused by intentions (403), by layer and reason.',
+      help: 'Requests refused by intentions (403; 401 for an invalid JWT), by layer and reason.',
       type: 'counter',
-      samples: each((t, labels) => L7_DENY_REASONS.map((r, i) => ({ labels: { ...labels, layer: r === 'l4_deny' ? 'L4' : 'L7', reason: r }, value: t[L.L7_DENIED + i] as number }))),
+      samples: each((t, labels) => L7_DENY_REASONS.map((r, i) => ({ labels: { ...labels, layer: r === 'l4_deny' ? 'L4' : r === 'jwt_invalid' ? 'JWT' : 'L7', reason: r }, value: t[L.L7_DENIED + i] as number }))),
     },
     {
       name: 'meshd_upstream_overflows_total',

@@ -3,6 +3,7 @@
 // only with lifecycle events; traffic facts travel through the shared counter blocks.
 
 import type { ChainProtocol, DataPlaneChain } from '../chain/types.ts';
+import type { JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
 
 export interface TlsMaterial {
@@ -46,6 +47,11 @@ export interface InboundRouting {
   /** Sources of this service's service-intentions entry (L4 and L7), and its entry-level JWT. */
   readonly intentionSources: readonly SourceIntention[];
   readonly intentionJwt: JwtRequirement | null;
+  /**
+   * The jwt-provider entries named by those intentions (entry level and permissions), decoded;
+   * a name with no entry is left out. Absent: none.
+   */
+  readonly jwtProviders?: readonly JwtProviderEntry[];
   readonly defaultAllow: boolean;
 }
 
