@@ -20,6 +20,9 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'trailer',
   'proxy-authenticate',
   'proxy-authorization',
+  // Not hop-by-hop in RFC 9110, but each hop answers it itself: node's server sends
+  // 100 Continue to the downstream, and the next hop gets the body without asking.
+  'expect',
 ]);
 
 /** The identity header meshd sets towards the local app (Envoy's name and format). */

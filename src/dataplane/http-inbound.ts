@@ -3,6 +3,8 @@
 // Per request: the path is normalised once, intentions are evaluated (L4 table, then the
 // source's L7 permissions), and the request is re-serialised to the local app over a pooled
 // keep-alive connection, with the caller's identity in `x-forwarded-client-cert`.
+// A JWT that no applying jwt-provider verifies is answered 401 `Jwt verification fails`
+// (semantics: src/authz/jwt-verify.ts).
 // Runs on: every data-plane worker.
 //
 // Local-app timeouts (service-defaults): LocalConnectTimeoutMs bounds the TCP connect
@@ -11,10 +13,13 @@
 // timeout also cuts long downloads, which Consul users trip over; meshd does not.
 
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { Pool } from 'undici';
 import { findUnderscoreHeader, normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
 import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
-import { XFCC, forwardHeaders } from './http-headers.ts';
+import { XFCC, forwardHeaders, hasBody } from './http-headers.ts';
+import { forward } from './http-forward.ts';
 
 export interface Peer {
   /** The caller's service name (from its SPIFFE ID). */
@@ -33,10 +38,20 @@ export interface LocalAppTimeouts {
 export interface AuthzRequest {
   readonly method: string;
   readonly path: string;
+  /** The raw query (after the first `?`), "" when none. */
+  readonly query: string;
   header(name: string): string | undefined;
 }
 
-export type AuthzResult = { readonly allow: true } | { readonly allow: false; readonly reason: L7DenyReason };
+export type AuthzResult =
+  | {
+      readonly allow: true;
+      /** Lower-case header names not to forward to the app (besides XFCC and hop-by-hop ones). */
+      readonly dropHeaders?: readonly string[];
+      /** Flat [name, value, ...] headers to add towards the app (e.g. a verified JWT payload). */
+      readonly addHeaders?: readonly string[];
+    }
+  | { readonly allow: false; readonly reason: L7DenyReason };
 
 export interface HttpInboundDeps {
   readonly appHost: string;
@@ -61,10 +76,12 @@ export const LOCAL_POOL_IDLE_MS = 60_000;
 class RequestView implements AuthzRequest {
   readonly method: string;
   readonly path: string;
+  readonly query: string;
   readonly #raw: readonly string[];
-  constructor(method: string, path: string, raw: readonly string[]) {
+  constructor(method: string, path: string, query: string, raw: readonly string[]) {
     this.method = method;
     this.path = path;
+    this.query = query;
     this.#raw = raw;
   }
   header(name: string): string | undefined {
@@ -77,14 +94,49 @@ const DROP_INBOUND: ReadonlySet<string> = new Set([XFCC]);
 export class HttpInbound {
   readonly #deps: HttpInboundDeps;
   readonly #server: http.Server;
-  readonly #agent: http.Agent;
+  /** Keep-alive pool to the local app; remade when LocalConnectTimeoutMs changes. */
+  #appPool: Pool | null = null;
+  #appPoolConnectMs = 0;
   readonly #peers = new WeakMap<object, Peer>();
 
   constructor(deps: HttpInboundDeps) {
     this.#deps = deps;
     this.#server = http.createServer({ keepAliveTimeout: DOWNSTREAM_KEEPALIVE_MS, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => this.#onRequest(req, res));
     this.#server.on('clientError', (_err, socket) => socket.destroy());
-    this.#agent = new http.Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256, timeout: LOCAL_POOL_IDLE_MS });
+  }
+
+  #pool(connectTimeoutMs: number): Pool {
+    if (this.#appPool === null || this.#appPoolConnectMs !== connectTimeoutMs) {
+      const old = this.#appPool;
+      void old?.close().catch(() => undefined);
+      const { appHost, appPort } = this.#deps;
+      this.#appPoolConnectMs = connectTimeoutMs;
+      this.#appPool = new Pool(`http://${appHost.includes(':') ? `[${appHost}]` : appHost}:${appPort}`, {
+        connections: 1024,
+        pipelining: 1,
+        keepAliveTimeout: LOCAL_POOL_IDLE_MS,
+        keepAliveMaxTimeout: LOCAL_POOL_IDLE_MS,
+        connect: (_opts, cb) => {
+          const socket = net.connect({ host: appHost, port: appPort, noDelay: true });
+          let settled = false;
+          const done = (err: Error | null): void => {
+            clearTimeout(timer);
+            if (settled) return;
+            settled = true;
+            if (err === null) (cb as (e: null, s: net.Socket) => void)(null, socket);
+            else (cb as (e: Error, s: null) => void)(err, null);
+          };
+          const timer = setTimeout(() => {
+            const err = Object.assign(new Error(`connect timeout after ${connectTimeoutMs} ms`), { code: 'ETIMEDOUT' });
+            socket.destroy(err);
+            done(err);
+          }, connectTimeoutMs);
+          socket.once('connect', () => done(null));
+          socket.once('error', (err: Error) => done(err));
+        },
+      });
+    }
+    return this.#appPool;
   }
 
   /** Serves HTTP on an authenticated connection. */
@@ -95,15 +147,15 @@ export class HttpInbound {
 
   close(): void {
     this.#server.closeAllConnections();
-    this.#agent.destroy();
+    void this.#appPool?.destroy().catch(() => undefined);
   }
 
-  #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
+  #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string, extra: Readonly<Record<string, string>> = {}): void {
     const m = this.#deps.metrics;
     if (flag !== null) countFlag(m, flag);
     if (!res.headersSent) {
       const text = body.endsWith('\n') ? body : `${body}\n`;
-      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+      res.writeHead(status, { ...extra, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
       res.end(text);
     } else {
       res.destroy();
@@ -131,71 +183,62 @@ export class HttpInbound {
       return;
     }
     const method = req.method ?? 'GET';
-    const verdict = this.#deps.authorize(peer, new RequestView(method, norm.path, req.rawHeaders));
+    const verdict = this.#deps.authorize(peer, new RequestView(method, norm.path, norm.query, req.rawHeaders));
     if (!verdict.allow) {
       req.resume();
       countL7Denied(this.#deps.metrics, verdict.reason);
-      this.#local(res, start, 403, 'rbac_denied', 'RBAC: access denied');
+      // Envoy's jwt_authn answer (401 with a Bearer challenge) for a token that fails verification.
+      if (verdict.reason === 'jwt_invalid') this.#local(res, start, 401, null, 'Jwt verification fails', { 'www-authenticate': 'Bearer error="invalid_token"' });
+      else this.#local(res, start, 403, 'rbac_denied', 'RBAC: access denied');
       return;
     }
-    const headers = forwardHeaders(req.rawHeaders, DROP_INBOUND);
+    const drop = verdict.dropHeaders === undefined || verdict.dropHeaders.length === 0 ? DROP_INBOUND : new Set([XFCC, ...verdict.dropHeaders]);
+    const headers = forwardHeaders(req.rawHeaders, drop);
+    if (verdict.addHeaders !== undefined) headers.push(...verdict.addHeaders);
     headers.push(XFCC, `By=${this.#deps.selfUri()};Hash=${peer.certHash};URI=${peer.uri}`);
     const timeouts = this.#deps.timeouts();
     const path = norm.query === '' ? norm.path : `${norm.path}?${norm.query}`;
-    const up = http.request({ host: this.#deps.appHost, port: this.#deps.appPort, method, path, headers, agent: this.#agent });
-    let connectTimer: NodeJS.Timeout | undefined;
+    const body = hasBody(req.headers) ? req : null;
+    if (body === null) req.resume();
     let stage: 'connecting' | 'sent' | 'done' = 'connecting';
     const requestTimer = setTimeout(() => {
       if (stage === 'done') return;
       stage = 'done';
-      up.destroy();
+      abort(new Error('local request timeout'));
       this.#local(res, start, 504, 'request_timeout', `local app did not answer within ${timeouts.localRequestTimeoutMs} ms`);
     }, timeouts.localRequestTimeoutMs);
-    up.on('socket', (s) => {
-      if (!s.connecting) {
-        stage = 'sent';
-        return;
-      }
-      connectTimer = setTimeout(() => up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), timeouts.localConnectTimeoutMs);
-      s.once('connect', () => {
-        clearTimeout(connectTimer);
-        stage = 'sent';
-      });
-    });
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(connectTimer);
-      clearTimeout(requestTimer);
-      if (stage === 'done') return;
-      const wasConnecting = stage === 'connecting';
-      stage = 'done';
-      if (wasConnecting) this.#local(res, start, 503, 'local_app_unreachable', `local app unreachable: ${err.code ?? err.message} (${this.#deps.appHost}:${this.#deps.appPort})`);
-      else this.#local(res, start, 502, 'reset', `local app reset the connection before responding: ${err.code ?? err.message}`);
-    });
-    up.on('response', (upRes) => {
-      clearTimeout(requestTimer);
-      if (stage === 'done') {
-        upRes.resume();
-        return;
-      }
-      stage = 'done';
-      const status = upRes.statusCode ?? 502;
-      res.writeHead(status, upRes.statusMessage, forwardHeaders(upRes.rawHeaders));
-      upRes.pipe(res);
-      upRes.on('error', () => res.destroy());
-      res.once('close', () => {
-        if (!upRes.complete) upRes.destroy();
-        recordRequest(this.#deps.metrics, status, (performance.now() - start) / 1000);
-      });
+    const abort = forward(this.#pool(timeouts.localConnectTimeoutMs), { method, path, headers, body }, res, {
+      onStart: () => {
+        if (stage === 'connecting') stage = 'sent';
+      },
+      onResponse: (status, raw) => {
+        clearTimeout(requestTimer);
+        if (stage === 'done') return null;
+        stage = 'done';
+        res.once('close', () => recordRequest(this.#deps.metrics, status, (performance.now() - start) / 1000));
+        return forwardHeaders(raw);
+      },
+      onEnd: () => undefined,
+      onError: (err, responded) => {
+        clearTimeout(requestTimer);
+        if (responded) {
+          res.destroy();
+          return;
+        }
+        if (stage === 'done') return;
+        const wasConnecting = stage === 'connecting';
+        stage = 'done';
+        if (wasConnecting) this.#local(res, start, 503, 'local_app_unreachable', `local app unreachable: ${err.code ?? err.message} (${this.#deps.appHost}:${this.#deps.appPort})`);
+        else this.#local(res, start, 502, 'reset', `local app reset the connection before responding: ${err.code ?? err.message}`);
+      },
     });
     // The downstream gave up: stop the app's request too.
     res.once('close', () => {
       if (stage !== 'done') {
         stage = 'done';
         clearTimeout(requestTimer);
-        clearTimeout(connectTimer);
-        up.destroy();
+        abort(new Error('downstream closed'));
       }
     });
-    req.pipe(up);
   }
 }

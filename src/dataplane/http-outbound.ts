@@ -14,17 +14,18 @@
 // and ends when the response begins: a long download is not cut.
 
 import * as http from 'node:http';
-import * as https from 'node:https';
 import type * as net from 'node:net';
-import type * as tls from 'node:tls';
+import * as tls from 'node:tls';
+import { Pool } from 'undici';
 import { normalizeRequestPath } from '../authz/l7.ts';
 import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
 import { L, bump, countFlag, countOverflow, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
 import type { Endpoint, UpstreamRouting } from '../workers/messages.ts';
 import { XFCC, applyModifiers, forwardHeaders, hasBody } from './http-headers.ts';
+import { forward } from './http-forward.ts';
 import { expectServer } from './identity.ts';
 import { createBalancer, endpointKey, requestHashKey, type Balancer } from './lb.ts';
-import { CircuitBreaker, OutlierDetector, isIdempotentMethod, retryBackoffMs, shouldRetry, type AttemptOutcome } from './resilience.ts';
+import { CircuitBreaker, OutlierDetector, retryBackoffMs, shouldRetry, type AttemptOutcome } from './resilience.ts';
 import { RouteTable, rewritePath, type RoutableRequest } from './route-match.ts';
 import { SplitPicker } from './split.ts';
 
@@ -101,13 +102,13 @@ export class HttpUpstream {
   readonly #deps: HttpUpstreamDeps;
   readonly #server: http.Server;
   /**
-   * One pool per target service. The server identity check lives in the Agent's options, not
-   * in each request's: Node's https.Agent will not keep alive a connection opened with a
-   * per-request checkServerIdentity (the check would not run again for the next request that
-   * reuses it), so per-request checks would mean a TLS handshake per request.
+   * One undici pool per instance (host:port), keep-alive, LIFO-free FIFO reuse, idle 60 s
+   * (the server side keeps 120 s, so the client closes first). The TLS connector is ours:
+   * the secure context of the moment, the instance's service as the required SPIFFE ID, the
+   * target's connect timeout, and TLS session resumption from the last session per instance.
    */
-  readonly #agents = new Map<string, https.Agent>();
-  #agentsTrustDomain = '';
+  readonly #pools = new Map<string, Pool>();
+  readonly #sessions = new Map<string, Buffer>();
   #maxConnections = 0;
   #chain: DataPlaneChain | null = null;
   #routes: RouteTable | null = null;
@@ -125,30 +126,65 @@ export class HttpUpstream {
     this.#server.on('clientError', (_err, socket) => socket.destroy());
   }
 
-  /** The pool for connections to instances of `service` (whose SPIFFE ID the server must present). */
-  agentFor(service: string, trustDomain: string): https.Agent {
-    if (trustDomain !== this.#agentsTrustDomain) {
-      this.#dropAgents();
-      this.#agentsTrustDomain = trustDomain;
-    }
-    let agent = this.#agents.get(service);
-    if (agent === undefined) {
-      agent = new https.Agent({
-        keepAlive: true,
-        maxSockets: this.#maxConnections > 0 ? this.#maxConnections : 1024,
-        maxFreeSockets: 256,
-        timeout: UPSTREAM_POOL_IDLE_MS,
-        scheduling: 'lifo',
-        checkServerIdentity: expectServer(service, trustDomain),
+  /** The pool for one instance, made on first use. */
+  poolFor(ep: Endpoint, connectTimeoutMs: number): Pool {
+    const key = endpointKey(ep);
+    let pool = this.#pools.get(key);
+    if (pool === undefined) {
+      pool = new Pool(`https://${key}`, {
+        connections: this.#maxConnections > 0 ? this.#maxConnections : 1024,
+        pipelining: 1,
+        keepAliveTimeout: UPSTREAM_POOL_IDLE_MS,
+        keepAliveMaxTimeout: UPSTREAM_POOL_IDLE_MS,
+        connect: (_opts, cb) => this.#connect(ep, key, connectTimeoutMs, cb as (err: Error | null, socket: tls.TLSSocket | null) => void),
       });
-      this.#agents.set(service, agent);
+      this.#pools.set(key, pool);
     }
-    return agent;
+    return pool;
   }
 
-  #dropAgents(): void {
-    for (const a of this.#agents.values()) a.destroy();
-    this.#agents.clear();
+  #connect(ep: Endpoint, key: string, timeoutMs: number, cb: (err: Error | null, socket: tls.TLSSocket | null) => void): void {
+    const { context, trustDomain } = this.#deps.tls();
+    const session = this.#sessions.get(key);
+    const socket = tls.connect({
+      host: ep.host,
+      port: ep.port,
+      secureContext: context,
+      checkServerIdentity: expectServer(ep.service, trustDomain),
+      ...(session === undefined ? {} : { session }),
+    });
+    socket.setNoDelay(true);
+    let settled = false;
+    const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`connect timeout after ${timeoutMs} ms`), { code: 'MESHD_CONNECT_TIMEOUT' })), timeoutMs);
+    socket.on('session', (s: Buffer) => this.#sessions.set(key, s));
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      if (settled) return;
+      settled = true;
+      cb(null, socket);
+    });
+    socket.once('error', (err: Error) => {
+      clearTimeout(timer);
+      if (settled) return;
+      settled = true;
+      cb(err, null);
+    });
+  }
+
+  /** Closes the pools of instances no longer in any target (requests in flight finish). */
+  #prunePools(keep: ReadonlySet<string>): void {
+    for (const [key, pool] of this.#pools) {
+      if (keep.has(key)) continue;
+      this.#pools.delete(key);
+      this.#sessions.delete(key);
+      void pool.close().catch(() => undefined);
+    }
+  }
+
+  #dropPools(): void {
+    for (const pool of this.#pools.values()) void pool.destroy().catch(() => undefined);
+    this.#pools.clear();
+    this.#sessions.clear();
   }
 
   accept(socket: net.Socket): void {
@@ -158,7 +194,7 @@ export class HttpUpstream {
 
   close(): void {
     this.#server.closeAllConnections();
-    this.#dropAgents();
+    this.#dropPools();
     for (const t of this.#targets.values()) clearInterval(t.sweep);
   }
 
@@ -167,10 +203,9 @@ export class HttpUpstream {
     const chain = u.chain;
     this.#routes = new RouteTable(chain.routes);
     if (chain.limits.maxConnections !== this.#maxConnections) {
-      // New pools with the new MaxConnections. The old pools are not destroyed: requests in
-      // flight finish on their sockets, and idle ones close after the idle timeout.
+      // New pools with the new MaxConnections; the old ones finish what they carry, then close.
       this.#maxConnections = chain.limits.maxConnections;
-      this.#agents.clear();
+      this.#prunePools(new Set());
     }
     this.#chain = chain;
     const next = new Map<string, TargetState>();
@@ -194,6 +229,9 @@ export class HttpUpstream {
     }
     for (const [id, t] of this.#targets) if (!next.has(id)) clearInterval(t.sweep);
     this.#targets = next;
+    const live = new Set<string>();
+    for (const t of next.values()) for (const ep of t.all) live.add(endpointKey(ep));
+    this.#prunePools(live);
     // Health-aware splits: a split whose target (and its failovers) has no instance gives
     // its share to the others (src/dataplane/split.ts).
     this.#pickers = chain.routes.map((r) => new SplitPicker(r.action.splits, { random: this.#random }).withHealthy((id) => this.#resolve(id) !== null));
@@ -347,7 +385,7 @@ class Exchange {
   readonly #s: ExchangeSpec;
   #done = false;
   #retries = 0;
-  #current: http.ClientRequest | null = null;
+  #abort: ((err?: Error) => void) | null = null;
   #timer: NodeJS.Timeout | undefined;
   #released = false;
 
@@ -361,7 +399,7 @@ class Exchange {
     this.#timer = setTimeout(() => {
       if (this.#done) return;
       this.#done = true;
-      this.#current?.destroy();
+      this.#abort?.();
       this.#release();
       this.#u.finish(s.res, s.start, 504, 'request_timeout', `upstream request timeout (${s.timeoutMs} ms)`);
     }, s.timeoutMs);
@@ -370,11 +408,11 @@ class Exchange {
       // The app gave up before the response began.
       this.#done = true;
       clearTimeout(this.#timer);
-      this.#current?.destroy();
+      this.#abort?.();
       this.#release();
     });
     if (s.replayable) s.req.resume();
-    this.#attempt(null, false);
+    this.#attempt(null);
   }
 
   #release(): void {
@@ -398,12 +436,12 @@ class Exchange {
     this.#retries++;
     bump(this.#u.deps.metrics, L.RETRIES);
     setTimeout(() => {
-      if (!this.#done) this.#attempt(exclude, false);
+      if (!this.#done) this.#attempt(exclude);
     }, retryBackoffMs(this.#retries, this.#u.random));
     return true;
   }
 
-  #attempt(exclude: Endpoint | null, transparent: boolean): void {
+  #attempt(exclude: Endpoint | null): void {
     const s = this.#s;
     const ts = s.ts;
     if (!this.#u.healthy(ts)) {
@@ -415,116 +453,82 @@ class Exchange {
       this.#fail(503, 'no_healthy_upstream', 'no healthy upstream');
       return;
     }
-    const key = endpointKey(ep);
-    const { context, trustDomain } = this.#u.deps.tls();
-    ts.balancer.onRequestStart(ep);
-    let ended = false;
-    const end = (): void => {
-      if (ended) return;
-      ended = true;
-      ts.balancer.onRequestEnd(ep);
-    };
-    let pending = true;
     if (!ts.breaker.tryAcquirePending()) {
-      end();
       countOverflow(this.#u.deps.metrics, 'pending');
       this.#fail(503, 'overflow', 'upstream overflow: too many requests waiting for a connection (circuit breaker)');
       return;
     }
+    const key = endpointKey(ep);
+    ts.balancer.onRequestStart(ep);
+    let pending = true;
     const releasePending = (): void => {
       if (!pending) return;
       pending = false;
       ts.breaker.releasePending();
     };
-    const options: https.RequestOptions & { secureContext: tls.SecureContext } = {
-      host: ep.host,
-      port: ep.port,
-      method: s.method,
-      path: s.path,
-      headers: s.headers,
-      agent: this.#u.agentFor(ep.service, trustDomain),
-      secureContext: context,
+    let started = false;
+    let ended = false;
+    const end = (): void => {
+      releasePending();
+      if (ended) return;
+      ended = true;
+      ts.balancer.onRequestEnd(ep);
     };
-    const up = https.request(options);
-    this.#current = up;
-    let connected = false;
-    let connectTimer: NodeJS.Timeout | undefined;
-    up.on('socket', (sock) => {
-      releasePending();
-      const tlsSock = sock as tls.TLSSocket;
-      if (!tlsSock.connecting && (up.reusedSocket || !tlsSock.pending)) {
-        connected = true;
-        return;
-      }
-      connectTimer = setTimeout(() => up.destroy(Object.assign(new Error(`connect timeout after ${ts.target.connectTimeoutMs} ms`), { code: 'MESHD_CONNECT_TIMEOUT' })), ts.target.connectTimeoutMs);
-      tlsSock.once('secureConnect', () => {
-        clearTimeout(connectTimer);
-        connected = true;
-      });
-    });
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(connectTimer);
-      releasePending();
-      end();
-      if (this.#done) return;
-      // A pooled connection the server had just closed: the request was not processed, so an
-      // idempotent request without a body goes again on a fresh connection, uncounted.
-      if (up.reusedSocket && !transparent && err.code === 'ECONNRESET' && s.replayable && isIdempotentMethod(s.method)) {
-        this.#attempt(null, true);
-        return;
-      }
-      const connectFailure = !connected || CONNECT_CODES.has(err.code ?? '');
-      ts.outlier.record(key, connectFailure ? 'connect-failure' : true);
-      this.#u.sync();
-      if (connectFailure) countFlag(this.#u.deps.metrics, 'connect_failure');
-      const outcome: AttemptOutcome = connectFailure ? { kind: 'connect-failure' } : { kind: 'reset' };
-      if (this.#retry(ep, outcome)) return;
-      if (connectFailure) {
-        // Counted above per attempt; the local answer carries the same cause.
-        this.#done = true;
-        clearTimeout(this.#timer);
-        this.#release();
-        const res = s.res;
-        const text = `upstream connect error: ${err.code ?? err.message} (${this.#u.deps.name})\n`;
-        if (!res.headersSent) {
-          res.writeHead(503, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': 'connect_failure' });
-          res.end(text);
-        }
-        recordRequest(this.#u.deps.metrics, 503, (performance.now() - s.start) / 1000);
-        return;
-      }
-      this.#fail(502, 'reset', `upstream reset before the response: ${err.code ?? err.message}`);
-    });
-    up.on('response', (upRes) => {
-      clearTimeout(connectTimer);
-      const status = upRes.statusCode ?? 502;
-      ts.outlier.record(key, status >= 500);
-      this.#u.sync();
-      if (this.#done) {
-        upRes.resume();
-        end();
-        return;
-      }
-      if (status >= 400 && this.#retry(ep, { kind: 'status', status })) {
-        upRes.resume();
-        upRes.on('end', end);
-        return;
-      }
-      this.#done = true;
-      clearTimeout(this.#timer);
-      const res = s.res;
-      const headers = applyModifiers(applyModifiers(forwardHeaders(upRes.rawHeaders), s.responseModifiers[0]), s.responseModifiers[1]);
-      res.writeHead(status, upRes.statusMessage, headers);
-      upRes.pipe(res);
-      upRes.on('error', () => res.destroy());
-      res.once('close', () => {
-        if (!upRes.complete) upRes.destroy();
-        end();
-        this.#release();
-        recordRequest(this.#u.deps.metrics, status, (performance.now() - s.start) / 1000);
-      });
-    });
-    if (s.replayable) up.end();
-    else s.req.pipe(up);
+    const m = this.#u.deps.metrics;
+    this.#abort = forward(
+      this.#u.poolFor(ep, ts.target.connectTimeoutMs),
+      { method: s.method, path: s.path, headers: s.headers, body: s.replayable ? null : s.req },
+      s.res,
+      {
+        onStart: () => {
+          started = true;
+          releasePending();
+        },
+        onResponse: (status, raw) => {
+          ts.outlier.record(key, status >= 500);
+          this.#u.sync();
+          if (this.#done) return null;
+          if (status >= 400 && this.#retry(ep, { kind: 'status', status })) return null;
+          this.#done = true;
+          clearTimeout(this.#timer);
+          s.res.once('close', () => recordRequest(m, status, (performance.now() - s.start) / 1000));
+          return applyModifiers(applyModifiers(forwardHeaders(raw), s.responseModifiers[0]), s.responseModifiers[1]);
+        },
+        onEnd: (discarded) => {
+          end();
+          if (!discarded) this.#release();
+        },
+        onError: (err, responded) => {
+          end();
+          if (responded) {
+            // The response had begun: all that can be done is to cut the downstream too.
+            s.res.destroy();
+            this.#release();
+            return;
+          }
+          if (this.#done) return;
+          const connectFailure = !started || CONNECT_CODES.has(err.code ?? '');
+          ts.outlier.record(key, connectFailure ? 'connect-failure' : true);
+          this.#u.sync();
+          if (connectFailure) countFlag(m, 'connect_failure');
+          const outcome: AttemptOutcome = connectFailure ? { kind: 'connect-failure' } : { kind: 'reset' };
+          if (this.#retry(ep, outcome)) return;
+          if (connectFailure) {
+            // Counted above per attempt; the local answer carries the same cause.
+            this.#done = true;
+            clearTimeout(this.#timer);
+            this.#release();
+            const text = `upstream connect error: ${err.code ?? err.message} (${this.#u.deps.name})\n`;
+            if (!s.res.headersSent) {
+              s.res.writeHead(503, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': 'connect_failure' });
+              s.res.end(text);
+            }
+            recordRequest(m, 503, (performance.now() - s.start) / 1000);
+            return;
+          }
+          this.#fail(502, 'reset', `upstream reset before the response: ${err.code ?? err.message}`);
+        },
+      },
+    );
   }
 }
