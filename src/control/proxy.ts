@@ -82,6 +82,17 @@ interface HealthEntry extends HealthFilterEntry {
     readonly Meta: Readonly<Record<string, string>>;
     readonly Proxy: { readonly DestinationServiceName: string } | null;
   };
+  readonly Checks?: readonly { readonly Status: string }[];
+}
+
+/** An instance's health as the worst of its checks (Consul's aggregate). */
+function aggregateStatus(e: HealthEntry): 'passing' | 'warning' | 'critical' {
+  let worst: 'passing' | 'warning' | 'critical' = 'passing';
+  for (const c of e.Checks ?? []) {
+    if (c.Status === 'critical') return 'critical';
+    if (c.Status === 'warning') worst = 'warning';
+  }
+  return worst;
 }
 
 /** The agent's answer to GET /v1/internal/meshd/proxy-config/:service (meshd's own endpoint). */
@@ -353,7 +364,9 @@ export class SidecarProxy {
   }
 
   async #loadHealth(service: string, index: number, signal: AbortSignal = this.#abort.signal): Promise<number> {
-    const r = await this.#client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(service)}`, { index, query: { passing: '1' }, signal });
+    // Not ?passing: a subset with OnlyPassing false takes warning instances too (Consul's
+    // rule), so the filtering by status happens per target in #publishRouting.
+    const r = await this.#client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(service)}`, { index, signal });
     if (index !== 0 && r.index === index) return r.index;
     this.#health.set(service, r.value);
     if (this.#supervisor !== null) this.#publishRouting();
@@ -393,7 +406,11 @@ export class SidecarProxy {
       const endpoints: Record<string, readonly Endpoint[]> = {};
       for (const [id, t] of Object.entries(chain.targets)) {
         const keep = this.#filter(t.filter);
-        endpoints[id] = (this.#health.get(t.service) ?? []).filter(keep).map((e) => ({
+        const healthy = (e: HealthEntry): boolean => {
+          const st = aggregateStatus(e);
+          return st === 'passing' || (st === 'warning' && !t.onlyPassing);
+        };
+        endpoints[id] = (this.#health.get(t.service) ?? []).filter((e) => healthy(e) && keep(e)).map((e) => ({
           host: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
           port: e.Service.Port,
           service: e.Service.Proxy?.DestinationServiceName ?? t.service,

@@ -22,6 +22,11 @@ export interface ForwardRequest {
   readonly headers: readonly string[];
   /** null when the request has no body. */
   readonly body: Readable | null;
+  /**
+   * The route's IdleTimeout: the exchange is aborted (code MESHD_IDLE_TIMEOUT) when nothing
+   * arrives from the upstream for this long, before or during the response. 0: none.
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 export interface ForwardEvents {
@@ -55,6 +60,18 @@ export function forward(dispatcher: Dispatcher, req: ForwardRequest, res: Server
   let responded = false;
   let discard = false;
   let finished = false;
+  const idleMs = req.idleTimeoutMs ?? 0;
+  let idleTimer: NodeJS.Timeout | undefined;
+  const idle = (): void => {
+    if (idleMs <= 0 || finished) return;
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => {
+      const err = Object.assign(new Error(`no data from the upstream for ${idleMs} ms (IdleTimeout)`), { code: 'MESHD_IDLE_TIMEOUT' });
+      aborted = err;
+      if (abortFn !== null) abortFn(err);
+    }, idleMs);
+  };
+  idle();
   const handler: LegacyHandler = {
     onConnect(abort) {
       abortFn = abort;
@@ -62,6 +79,7 @@ export function forward(dispatcher: Dispatcher, req: ForwardRequest, res: Server
       else ev.onStart?.();
     },
     onHeaders(status, raw, resume, statusText) {
+      idle();
       // 1xx: informational; node's server already answered Expect: 100-continue downstream.
       if (status < 200) return true;
       const names: string[] = new Array<string>(raw.length);
@@ -77,15 +95,18 @@ export function forward(dispatcher: Dispatcher, req: ForwardRequest, res: Server
       return true;
     },
     onData(chunk) {
+      idle();
       if (discard) return true;
       return res.write(chunk);
     },
     onComplete() {
       finished = true;
+      clearTimeout(idleTimer);
       if (!discard) res.end();
       ev.onEnd(discard);
     },
     onError(err) {
+      clearTimeout(idleTimer);
       if (finished) return;
       finished = true;
       ev.onError(err, responded);

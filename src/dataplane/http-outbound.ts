@@ -477,7 +477,7 @@ class Exchange {
     const m = this.#u.deps.metrics;
     this.#abort = forward(
       this.#u.poolFor(ep, ts.target.connectTimeoutMs),
-      { method: s.method, path: s.path, headers: s.headers, body: s.replayable ? null : s.req },
+      { method: s.method, path: s.path, headers: s.headers, body: s.replayable ? null : s.req, idleTimeoutMs: s.action.idleTimeoutMs },
       s.res,
       {
         onStart: () => {
@@ -507,6 +507,10 @@ class Exchange {
             return;
           }
           if (this.#done) return;
+          if (err.code === 'MESHD_IDLE_TIMEOUT') {
+            this.#fail(504, 'request_timeout', `upstream stream idle timeout (${s.action.idleTimeoutMs} ms)`);
+            return;
+          }
           const connectFailure = !started || CONNECT_CODES.has(err.code ?? '');
           ts.outlier.record(key, connectFailure ? 'connect-failure' : true);
           this.#u.sync();

@@ -153,4 +153,11 @@ describe('resolver subsets, failover, ring hash, circuit breaking and outlier ej
     await until('failover to v2', 5000, async () => (await get(`${base}/f`)).instance === 'v2');
     for (let i = 0; i < 10; i++) assert.equal((await get(`${base}/f`)).instance, 'v2');
   });
+
+  test('a dead local app: the server sidecar answers 503 naming the cause', async () => {
+    await v2.close();
+    const r = await fetch(`${base}/dead`);
+    assert.equal(r.status, 503);
+    assert.match(await r.text(), /local app unreachable: ECONNREFUSED/);
+  });
 });

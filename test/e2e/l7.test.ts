@@ -116,6 +116,12 @@ describe('HTTP through two sidecars: L7 intentions, router, splitter, retries, t
       Name: 'api',
       Routes: [
         { Match: { HTTP: { PathPrefix: '/flaky' } }, Destination: { NumRetries: 2, RetryOnStatusCodes: [503] } },
+        { Match: { HTTP: { PathPrefix: '/slowidle' } }, Destination: { IdleTimeout: '300ms' } },
+        { Match: { HTTP: { Header: [{ Name: 'x-canary', Exact: '1' }] } }, Destination: { Service: 'api-canary' } },
+        {
+          Match: { HTTP: { PathPrefix: '/m', Methods: ['PUT'] } },
+          Destination: { Service: 'api-canary', RequestHeaders: { Set: { 'x-routed': 'put' } }, ResponseHeaders: { Add: { 'x-route': 'put-to-canary' } } },
+        },
         { Match: { HTTP: { PathPrefix: '/slow' } }, Destination: { RequestTimeout: '500ms' } },
         { Match: { HTTP: { PathPrefix: '/old' } }, Destination: { PrefixRewrite: '/new' } },
       ],
@@ -134,6 +140,31 @@ describe('HTTP through two sidecars: L7 intentions, router, splitter, retries, t
     assert.ok(apiB.hits > flakyBefore, 'the flaky instance was tried');
     const m = await scrapeUntil(web.fields.metrics as string, (s) => total(s, 'meshd_upstream_retries_total', { upstream: 'api' }) > 0);
     assert.ok(total(m, 'meshd_upstream_retries_total', { upstream: 'api' }) > 0);
+  });
+
+  test('header and method routes, with request and response header modifiers', async () => {
+    const byHeader = await fetch(`${base}/anything`, { headers: { 'x-canary': '1' } });
+    await byHeader.arrayBuffer();
+    assert.equal(byHeader.headers.get('x-instance'), 'canary');
+    const put = await fetch(`${base}/m/1`, { method: 'PUT', body: 'x' });
+    await put.arrayBuffer();
+    assert.equal(put.status, 200);
+    assert.equal(put.headers.get('x-instance'), 'canary');
+    assert.equal(put.headers.get('x-route'), 'put-to-canary');
+    assert.equal(canary.last?.headers['x-routed'], 'put');
+    // The same path with GET is not that route: it goes to api (and GET is allowed there).
+    const get = await fetch(`${base}/m/1`);
+    await get.arrayBuffer();
+    assert.match(get.headers.get('x-instance') ?? '', /^api-/);
+  });
+
+  test('a route IdleTimeout of 300 ms ends a stalled exchange with 504', async () => {
+    const t0 = performance.now();
+    const r = await fetch(`${base}/slowidle`);
+    const ms = performance.now() - t0;
+    assert.equal(r.status, 504);
+    assert.match(await r.text(), /idle/);
+    assert.ok(ms >= 270 && ms <= 600, `504 after ${ms.toFixed(0)} ms`);
   });
 
   test('a route RequestTimeout of 500 ms gives 504 within 10 % of the setting', async () => {
