@@ -469,15 +469,34 @@ async function cmdIntention(argv: readonly string[]): Promise<number> {
       return 0;
     }
     case 'explain': {
-      if (wantsHelp(rest)) return (out(usageText('intention explain', 'SRC DST', HTTP_ADDR)), 0);
-      const f = parseFlags(rest, HTTP_ADDR);
+      const flags: FlagSpecs = {
+        ...HTTP_ADDR,
+        path: { kind: 'string', help: 'Evaluate L7 permissions for a request to this path', placeholder: 'PATH' },
+        method: { kind: 'string', help: 'The request method (with -path; default GET)', placeholder: 'METHOD' },
+        header: { kind: 'list', help: 'A request header as Name:Value (with -path)', placeholder: 'NAME:VALUE' },
+      };
+      if (wantsHelp(rest)) return (out(usageText('intention explain', '[-path P [-method M] [-header N:V]...] SRC DST', flags)), 0);
+      const f = parseFlags(rest, flags);
       const [src, dst] = twoNames(f, 'explain');
-      const r = await client(f).json<{ Allowed: boolean; Layer: string; Reason: string; Matched: { SourceName: string; DestinationName: string; Precedence: number } | null; Generation: number }>('GET', '/v1/connect/intentions/explain', {
-        query: { source: src, destination: dst },
-      });
+      const query: Record<string, string | readonly string[]> = { source: src, destination: dst };
+      const path = f.strings.get('path');
+      if (path !== undefined) query.path = path;
+      const method = f.strings.get('method');
+      if (method !== undefined) query.method = method;
+      const header = f.lists.get('header');
+      if (header !== undefined) query.header = header;
+      const r = await client(f).json<{
+        Allowed: boolean;
+        Layer: string;
+        Reason: string;
+        Matched: { SourceName: string; DestinationName: string; Precedence: number } | null;
+        Generation: number;
+        Permission?: { Index: number; Action: string } | null;
+      }>('GET', '/v1/connect/intentions/explain', { query });
       const e = r.value;
       out(`${e.Allowed ? 'Allowed' : 'Denied'}: ${e.Reason}`);
       if (e.Matched !== null) out(`Matched:     ${e.Matched.SourceName} => ${e.Matched.DestinationName} (precedence ${e.Matched.Precedence})`);
+      if (e.Permission !== undefined && e.Permission !== null) out(`Permission:  #${e.Permission.Index} (${e.Permission.Action})`);
       out(`Layer:       ${e.Layer}\nGeneration:  ${e.Generation}`);
       return e.Allowed ? 0 : 1;
     }

@@ -12,6 +12,7 @@ import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
 import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
 import { referencedJwtProviders } from '../config/service-intentions.ts';
 import { compileChain } from '../chain/compile.ts';
+import { compileL7Sources, normalizeRequestPath } from '../authz/l7.ts';
 import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
 import { CaState, CA_TABLE } from './ca-state.ts';
@@ -505,9 +506,41 @@ export class Agent {
       for (const n of names) out[n] = all.filter((i) => (by === 'source' ? i.SourceName === n || i.SourceName === '*' : i.DestinationName === n || i.DestinationName === '*'));
       sendJson(ctx.res, 200, out, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
+    // With `path` (and optionally `method`, and `header=Name:Value` repeated), an L7 decision
+    // is evaluated as the data plane would: the path normalised, the source's permissions
+    // top-down, no match giving the default policy. JWT requirements count as unmet (no token).
     r.on('GET', '/v1/connect/intentions/explain', (ctx) => {
       const { source, destination } = pair(ctx.url);
-      sendJson(ctx.res, 200, this.#policy.explain(source, destination), this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
+      const base = this.#policy.explain(source, destination);
+      const rawPath = ctx.url.searchParams.get('path');
+      const headers = this.#store.maxIndex([INTENTIONS]);
+      if (rawPath === null || base.Layer !== 'L7') return sendJson(ctx.res, 200, base, this.#consulHeaders(headers));
+      const norm = normalizeRequestPath(rawPath);
+      if (!norm.ok) throw new HttpError(400, `path: ${norm.detail}`);
+      const method = (ctx.url.searchParams.get('method') ?? 'GET').toUpperCase();
+      const hdrs = new Map<string, string>();
+      for (const h of ctx.url.searchParams.getAll('header')) {
+        const colon = h.indexOf(':');
+        if (colon <= 0) throw new HttpError(400, `header ${JSON.stringify(h)} must be Name:Value`);
+        const name = h.slice(0, colon).trim().toLowerCase();
+        const prev = hdrs.get(name);
+        hdrs.set(name, prev === undefined ? h.slice(colon + 1).trim() : `${prev},${h.slice(colon + 1).trim()}`);
+      }
+      const entry = this.#intentions.entry(destination)?.value;
+      const program = entry === undefined ? null : compileL7Sources(entry.sources, { entryJwt: entry.jwt }).programFor(source);
+      const d = program?.evaluate({ method, path: norm.path, header: (n) => hdrs.get(n) }, this.#policy.defaultAllow);
+      sendJson(
+        ctx.res,
+        200,
+        {
+          ...base,
+          Allowed: d?.allow ?? this.#policy.defaultAllow,
+          Reason: d === undefined ? 'no L7 program for this source' : d.permissionIndex < 0 ? 'no permission matched: default intention policy' : `permission ${d.permissionIndex} matched (${d.allow ? 'allow' : 'deny'})`,
+          Request: { Method: method, Path: norm.path },
+          Permission: d === undefined || d.permissionIndex < 0 ? null : { Index: d.permissionIndex, Action: d.allow ? 'allow' : 'deny' },
+        },
+        this.#consulHeaders(headers),
+      );
     });
     r.on('POST', '/v1/agent/connect/authorize', async (ctx) => {
       const body = parseJsonObject(await readBody(ctx.req));

@@ -330,3 +330,41 @@ test('GET /v1/connect/intentions?filter= selects with Consul bexpr and refuses u
   assert.match(bad.text, /unknown field "Src"/);
   for (const [src, dst] of [['fa', 'fdb'], ['fb', 'fdb'], ['fa', 'fcache']]) await call('DELETE', `/v1/connect/intentions/exact?source=${src}&destination=${dst}`);
 });
+
+test('explain with a path evaluates L7 permissions as the data plane does: normalised path, first match, default policy', async () => {
+  const entry = {
+    Kind: 'service-intentions',
+    Name: 'explained',
+    Sources: [
+      {
+        Name: 'web',
+        Permissions: [
+          { Action: 'deny', HTTP: { PathPrefix: '/admin' } },
+          { Action: 'allow', HTTP: { PathPrefix: '/api', Methods: ['GET'] } },
+          { Action: 'allow', HTTP: { PathExact: '/h', Header: [{ Name: 'x-team', Exact: 'core' }] } },
+        ],
+      },
+    ],
+  };
+  assert.equal((await call('PUT', '/v1/config', entry)).status, 200);
+  type Explained = { Allowed: boolean; Layer: string; Permission: { Index: number; Action: string } | null; Request?: { Path: string } };
+  const ask = async (q: string): Promise<Explained> => {
+    const r = await call('GET', `/v1/connect/intentions/explain?source=web&destination=explained${q}`);
+    assert.equal(r.status, 200, r.text);
+    return r.json<Explained>();
+  };
+  const connection = await ask('');
+  assert.equal(connection.Layer, 'L7');
+  assert.equal(connection.Allowed, false);
+  assert.deepEqual((await ask('&path=/api/x')).Permission, { Index: 1, Action: 'allow' });
+  const sneaky = await ask(`&path=${encodeURIComponent('/api/../admin/x')}`);
+  assert.equal(sneaky.Request?.Path, '/admin/x');
+  assert.deepEqual(sneaky.Permission, { Index: 0, Action: 'deny' });
+  assert.equal(sneaky.Allowed, false);
+  const post = await ask('&path=/api/x&method=POST');
+  assert.equal(post.Permission, null);
+  assert.equal(post.Allowed, false);
+  assert.equal((await ask('&path=/h&header=x-team:core')).Allowed, true);
+  assert.equal((await ask('&path=/h&header=x-team:other')).Allowed, false);
+  assert.equal((await call('GET', '/v1/connect/intentions/explain?source=web&destination=explained&path=nope')).status, 400);
+});
