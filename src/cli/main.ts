@@ -310,7 +310,7 @@ function parseDurationFlag(value: string, flag: string): number {
 
 const CONFIG_KIND_FLAGS: FlagSpecs = {
   ...HTTP_ADDR,
-  kind: { kind: 'string', help: 'Config entry kind (service-intentions, service-defaults, jwt-provider)', placeholder: 'KIND' },
+  kind: { kind: 'string', help: 'Config entry kind (service-intentions, service-defaults, service-router, service-splitter, service-resolver, jwt-provider)', placeholder: 'KIND' },
   name: { kind: 'string', help: 'Config entry name', placeholder: 'NAME' },
 };
 

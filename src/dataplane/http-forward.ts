@@ -72,6 +72,20 @@ export function forward(dispatcher: Dispatcher, req: ForwardRequest, res: Server
     }, idleMs);
   };
   idle();
+  // Activity from the downstream side counts too (Envoy's stream idle timeout): request body
+  // chunks going up, and the downstream taking response data (drain).
+  if (idleMs > 0) {
+    req.body?.on('data', idle);
+    res.on('drain', idle);
+  }
+  // The downstream went away (a client hanging up mid-download): end the upstream exchange
+  // too, so its connection and any circuit-breaker slot are released.
+  res.once('close', () => {
+    if (finished) return;
+    const err = Object.assign(new Error('the downstream closed the response'), { code: 'MESHD_DOWNSTREAM_CLOSED' });
+    aborted = err;
+    if (abortFn !== null) abortFn(err);
+  });
   const handler: LegacyHandler = {
     onConnect(abort) {
       abortFn = abort;

@@ -8,6 +8,7 @@
 // (Content-Length kept, chunked chosen when needed), so the outgoing side never forwards the
 // peer's framing headers. Trailer is dropped too: trailers are not forwarded.
 
+import type { IncomingMessage } from 'node:http';
 import type { HeaderModifiers } from '../chain/types.ts';
 
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -75,4 +76,10 @@ export function hasBody(headers: Readonly<Record<string, string | string[] | und
   if (headers['transfer-encoding'] !== undefined) return true;
   const cl = headers['content-length'];
   return cl !== undefined && cl !== '0';
+}
+
+/** Runs `fn` once the request body has been read whole (at once for a request without one). */
+export function afterRequestBody(req: IncomingMessage, fn: () => void): void {
+  if (req.complete || !hasBody(req.headers)) fn();
+  else req.once('end', fn);
 }

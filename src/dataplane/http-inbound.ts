@@ -18,7 +18,7 @@ import type { TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { findUnderscoreHeader, normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
 import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
-import { XFCC, forwardHeaders, hasBody } from './http-headers.ts';
+import { XFCC, afterRequestBody, forwardHeaders, hasBody } from './http-headers.ts';
 import { forward } from './http-forward.ts';
 
 export interface Peer {
@@ -201,12 +201,17 @@ export class HttpInbound {
     const body = hasBody(req.headers) ? req : null;
     if (body === null) req.resume();
     let stage: 'connecting' | 'sent' | 'done' = 'connecting';
-    const requestTimer = setTimeout(() => {
+    let requestTimer: NodeJS.Timeout | undefined;
+    // LocalRequestTimeoutMs runs from the end of the request body, as Envoy's route timeout.
+    afterRequestBody(req, () => {
       if (stage === 'done') return;
-      stage = 'done';
-      abort(new Error('local request timeout'));
-      this.#local(res, start, 504, 'request_timeout', `local app did not answer within ${timeouts.localRequestTimeoutMs} ms`);
-    }, timeouts.localRequestTimeoutMs);
+      requestTimer = setTimeout(() => {
+        if (stage === 'done') return;
+        stage = 'done';
+        abort(new Error('local request timeout'));
+        this.#local(res, start, 504, 'request_timeout', `local app did not answer within ${timeouts.localRequestTimeoutMs} ms`);
+      }, timeouts.localRequestTimeoutMs);
+    });
     const abort = forward(this.#pool(timeouts.localConnectTimeoutMs), { method, path, headers, body }, res, {
       onStart: () => {
         if (stage === 'connecting') stage = 'sent';

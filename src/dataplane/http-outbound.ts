@@ -21,7 +21,7 @@ import { normalizeRequestPath } from '../authz/l7.ts';
 import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
 import { L, bump, countFlag, countOverflow, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
 import type { Endpoint, UpstreamRouting } from '../workers/messages.ts';
-import { XFCC, applyModifiers, forwardHeaders, hasBody } from './http-headers.ts';
+import { XFCC, afterRequestBody, applyModifiers, forwardHeaders, hasBody } from './http-headers.ts';
 import { forward } from './http-forward.ts';
 import { expectServer } from './identity.ts';
 import { createBalancer, endpointKey, requestHashKey, type Balancer } from './lb.ts';
@@ -396,13 +396,18 @@ class Exchange {
 
   begin(): void {
     const s = this.#s;
-    this.#timer = setTimeout(() => {
+    // As Envoy: the route timeout runs from the end of the downstream request, so a long
+    // upload is not cut by it.
+    afterRequestBody(s.req, () => {
       if (this.#done) return;
-      this.#done = true;
-      this.#abort?.();
-      this.#release();
-      this.#u.finish(s.res, s.start, 504, 'request_timeout', `upstream request timeout (${s.timeoutMs} ms)`);
-    }, s.timeoutMs);
+      this.#timer = setTimeout(() => {
+        if (this.#done) return;
+        this.#done = true;
+        this.#abort?.();
+        this.#release();
+        this.#u.finish(s.res, s.start, 504, 'request_timeout', `upstream request timeout (${s.timeoutMs} ms)`);
+      }, s.timeoutMs);
+    });
     s.res.once('close', () => {
       if (this.#done) return;
       // The app gave up before the response began.
