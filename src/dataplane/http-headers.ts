@@ -59,7 +59,7 @@ export function isEmptyModifiers(m: HeaderModifiers): boolean {
   return m.remove.length === 0 && Object.keys(m.add).length === 0 && Object.keys(m.set).length === 0;
 }
 
-/** Applies Consul's HTTPHeaderModifiers in place: Remove, then Set (replaces), then Add (appends). */
+/** Consul's HTTPHeaderModifiers on a copy: Remove, then Set (replaces), then Add (appends). */
 export function applyModifiers(headers: string[], m: HeaderModifiers): string[] {
   if (isEmptyModifiers(m)) return headers;
   const removed = new Set(m.remove.map((n) => n.toLowerCase()));
@@ -75,7 +75,8 @@ export function applyModifiers(headers: string[], m: HeaderModifiers): string[] 
 export function hasBody(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
   if (headers['transfer-encoding'] !== undefined) return true;
   const cl = headers['content-length'];
-  return cl !== undefined && cl !== '0';
+  // "00" is a valid zero length too (node passes it through as written).
+  return cl !== undefined && !/^0+$/.test(String(cl));
 }
 
 /** Runs `fn` once the request body has been read whole (at once for a request without one). */
