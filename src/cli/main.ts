@@ -142,6 +142,12 @@ const PROXY_FLAGS: FlagSpecs = {
   upstream: { kind: 'list', help: 'Upstream as NAME:PORT or NAME:HOST:PORT; listens on 127.0.0.1:PORT by default', placeholder: 'NAME:PORT' },
   workers: { kind: 'string', help: 'Data-plane worker threads (default: available parallelism)', placeholder: 'N', env: 'MESHD_WORKERS' },
   'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
+  'metrics-format': {
+    kind: 'string',
+    help: "Names and labels of /metrics: meshd (meshd_* names, seconds) or envoy (Envoy's stat names with Consul's consul_* labels, milliseconds)",
+    placeholder: 'FORMAT',
+    default: 'meshd',
+  },
   register: { kind: 'bool', help: 'Register the service and this sidecar in the agent catalog' },
   'register-id': { kind: 'string', help: 'Suffix of the sidecar registration ID (<service>-proxy-<suffix>)', placeholder: 'SUFFIX' },
   'service-tag': { kind: 'list', help: 'Tag of the service instance, registered on the sidecar too (for resolver subsets)', placeholder: 'TAG' },
@@ -166,6 +172,8 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
   const f = parseFlags(rest, PROXY_FLAGS);
   if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
   const metricsRaw = f.strings.get('metrics-addr');
+  const metricsFormat = f.strings.get('metrics-format') ?? 'meshd';
+  if (metricsFormat !== 'meshd' && metricsFormat !== 'envoy') throw new UsageError(`-metrics-format must be meshd or envoy, not ${JSON.stringify(metricsFormat)}`);
   const sidecarFor = f.strings.get('sidecar-for');
   let service: string;
   let serviceAddr: { host: string; port: number } | null;
@@ -231,6 +239,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     client: client(f),
     workers: parseWorkers(f.strings.get('workers')),
     metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
+    metricsFormat,
     register,
     ...(registerId === undefined ? {} : { registerId }),
     tags,

@@ -12,8 +12,10 @@ import type { DataPlaneChain } from '../chain/types.ts';
 import type { JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
-import { allocateL7, l7Families, renderL7 } from '../metrics/l7.ts';
-import { renderPrometheus } from '../metrics/prometheus.ts';
+import { envoySourceLabels, renderEnvoy } from '../metrics/envoy.ts';
+import { allocateL7, l7Families, l7Totals, renderL7 } from '../metrics/l7.ts';
+import { renderFamilies, renderPrometheus, type Gauge } from '../metrics/prometheus.ts';
+import { allocateWorkerGauges, renderRuntime, runtimeFamilies } from '../metrics/runtime.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
 import type { Endpoint, InboundRouting, RoutingSnapshot, TlsMaterial, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
 import { compileHealthFilter, type HealthFilterEntry } from './filter.ts';
@@ -35,6 +37,11 @@ export interface ProxyOptions {
   readonly client: AgentClient;
   readonly workers: number;
   readonly metricsAddr: HostPort | null;
+  /**
+   * Names and labels of /metrics: 'meshd' (default; meshd_* names, seconds) or 'envoy'
+   * (Envoy's stat names with Consul's consul_* labels, milliseconds; ../metrics/envoy.ts).
+   */
+  readonly metricsFormat?: MetricsFormat;
   readonly register: boolean;
   readonly registerId?: string;
   /**
@@ -60,6 +67,8 @@ export interface ProxyOptions {
   /** How often the renewal deadline is checked (one coarse timer, not a timer per leaf). */
   readonly renewCheckMs?: number;
 }
+
+export type MetricsFormat = 'meshd' | 'envoy';
 
 export interface ProxyAddresses {
   readonly inbound: HostPort | null;
@@ -146,6 +155,8 @@ export class SidecarProxy {
   #routing: RoutingSnapshot | null = null;
   readonly #filters = new Map<string, (e: HealthFilterEntry) => boolean>();
   readonly #l7Metrics: SharedArrayBuffer;
+  /** Per-worker event-loop lag and heap gauges (../metrics/runtime.ts). */
+  readonly #workerGauges: SharedArrayBuffer;
   #renewTimer: NodeJS.Timeout | undefined;
   /** When the leaf is due for renewal, on the injected clock; Infinity while none is due. */
   #renewAt = Infinity;
@@ -161,6 +172,7 @@ export class SidecarProxy {
     this.#policy = new PolicyEngine({ maxWorkers: opts.workers, defaultAllow: false });
     this.#counters = allocateCounters(opts.workers);
     this.#l7Metrics = allocateL7(opts.workers, 1 + opts.upstreams.length);
+    this.#workerGauges = allocateWorkerGauges(opts.workers);
   }
 
   get #proxyId(): string {
@@ -189,6 +201,7 @@ export class SidecarProxy {
         inbound: listen === null || serviceAddr === null ? null : { host: listen.host, port: listen.port, appHost: serviceAddr.host, appPort: serviceAddr.port },
         upstreams: this.#o.upstreams,
         l7Metrics: this.#l7Metrics,
+        workerGauges: this.#workerGauges,
         connectTimeoutMs: this.#o.connectTimeoutMs ?? 5000,
         handshakeTimeoutMs: this.#o.handshakeTimeoutMs ?? 10_000,
       },
@@ -226,18 +239,39 @@ export class SidecarProxy {
     }
   }
 
-  /** Text of `/metrics`: counters summed over workers, plus control-thread gauges. */
+  /**
+   * Text of `/metrics`: counters summed over workers, plus control-thread gauges, in the
+   * format `-metrics-format` chose. Both formats end with the proxy's own meshd_* gauges
+   * (certificates, workers, event-loop lag, memory), which have no Envoy counterpart.
+   */
   metricsText(): string {
     const blocks = Array.from({ length: this.#o.workers }, (_v, i) => counterBlock(this.#counters, i));
-    const listeners = [{ direction: 'inbound' }, ...this.#o.upstreams.map((u) => ({ direction: 'outbound', upstream: u.name }))];
-    const l7 = renderL7(l7Families(this.#l7Metrics, this.#o.workers, listeners), { service: this.#o.service });
-    return l7 + renderPrometheus(blocks, { service: this.#o.service }, [
+    const own: Gauge[] = [
       { name: 'meshd_policy_table_generation', help: 'Generation of the published intention table.', type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
       { name: 'meshd_workers', help: 'Data-plane worker threads configured.', type: 'gauge', samples: [{ labels: {}, value: this.#o.workers }] },
       { name: 'meshd_worker_restarts_total', help: 'Data-plane workers restarted after a crash.', type: 'counter', samples: [{ labels: {}, value: this.#supervisor?.restarts ?? 0 }] },
       { name: 'meshd_leaf_expiry_seconds', help: "Seconds until this proxy's leaf certificate expires.", type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#leafNotAfter - this.#now()) / 1000) }] },
       { name: 'meshd_root_expiry_seconds', help: 'Seconds until the active root CA certificate expires.', type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#rootNotAfter - this.#now()) / 1000) }] },
-    ]);
+    ];
+    const mem = process.memoryUsage();
+    const runtime = runtimeFamilies(this.#workerGauges, this.#o.workers, { rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external });
+    if (this.#o.metricsFormat === 'envoy') {
+      const source = envoySourceLabels(this.#o.service, this.#datacenter);
+      const envoy = renderEnvoy({
+        service: this.#o.service,
+        datacenter: this.#datacenter,
+        counters: blocks,
+        l7: l7Totals(this.#l7Metrics, this.#o.workers, 1 + this.#o.upstreams.length),
+        upstreams: this.#o.upstreams.map((u) => u.name),
+        hasInbound: this.#o.listen !== null && this.#o.serviceAddr !== null,
+        inboundProtocol: this.#config?.Local.Protocol ?? 'tcp',
+      });
+      return envoy + renderFamilies(own, source) + renderRuntime(runtime, source);
+    }
+    const listeners = [{ direction: 'inbound' }, ...this.#o.upstreams.map((u) => ({ direction: 'outbound', upstream: u.name }))];
+    const labels = { service: this.#o.service };
+    const l7 = renderL7(l7Families(this.#l7Metrics, this.#o.workers, listeners), labels);
+    return l7 + renderPrometheus(blocks, labels, own) + renderRuntime(runtime, labels);
   }
 
   #requireTls(): TlsMaterial {

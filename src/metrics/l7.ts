@@ -114,13 +114,9 @@ export interface L7Family {
   readonly samples: readonly Sample[];
 }
 
-/**
- * The L7 families for every listener, summed over workers. `listenerLabels[l]` labels
- * listener l (e.g. {direction: 'inbound'} or {direction: 'outbound', upstream: 'api'}).
- */
-export function l7Families(buffer: SharedArrayBuffer, workers: number, listenerLabels: readonly Readonly<Record<string, string>>[]): L7Family[] {
-  const listeners = listenerLabels.length;
-  const totals = listenerLabels.map((_l, li) => {
+/** Each listener's block summed over workers (index = listener). */
+export function l7Totals(buffer: SharedArrayBuffer, workers: number, listeners: number): Float64Array[] {
+  return Array.from({ length: listeners }, (_l, li) => {
     const t = new Float64Array(L7_SLOTS);
     for (let w = 0; w < workers; w++) {
       const b = l7Block(buffer, w, listeners, li);
@@ -128,6 +124,14 @@ export function l7Families(buffer: SharedArrayBuffer, workers: number, listenerL
     }
     return t;
   });
+}
+
+/**
+ * The L7 families for every listener, summed over workers. `listenerLabels[l]` labels
+ * listener l (e.g. {direction: 'inbound'} or {direction: 'outbound', upstream: 'api'}).
+ */
+export function l7Families(buffer: SharedArrayBuffer, workers: number, listenerLabels: readonly Readonly<Record<string, string>>[]): L7Family[] {
+  const totals = l7Totals(buffer, workers, listenerLabels.length);
   const each = (f: (t: Float64Array, labels: Readonly<Record<string, string>>) => Sample[]): Sample[] => totals.flatMap((t, li) => f(t, listenerLabels[li] as Readonly<Record<string, string>>));
   const histogram: Sample[] = each((t, labels) => {
     const out: Sample[] = [];

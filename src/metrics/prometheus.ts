@@ -11,7 +11,8 @@ export interface Gauge {
   readonly samples: readonly { readonly labels: Readonly<Record<string, string>>; readonly value: number }[];
 }
 
-function labelText(labels: Readonly<Record<string, string>>): string {
+/** `{k="v",…}` with the text format's escapes; '' for no labels. */
+export function labelText(labels: Readonly<Record<string, string>>): string {
   const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replaceAll('\\', '\\\\').replaceAll('"', '\\"').replaceAll('\n', '\\n')}"`);
   return parts.length === 0 ? '' : `{${parts.join(',')}}`;
 }

@@ -85,6 +85,11 @@ export interface WorkerInit {
   readonly routing: RoutingSnapshot;
   /** L7 counters: one block per (worker, listener); listener 0 is the public one. */
   readonly l7Metrics: SharedArrayBuffer;
+  /**
+   * Runtime gauges (event-loop lag, heap): one block per worker (../metrics/runtime.ts).
+   * Absent: the worker measures nothing.
+   */
+  readonly workerGauges?: SharedArrayBuffer;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
 }
