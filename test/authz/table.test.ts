@@ -174,7 +174,9 @@ test('writer validates its options', () => {
 // ── publication: the writer never overwrites a half a reader may be reading ──
 
 test('publish waits for a reader still announcing an old generation, and gives up loudly', async () => {
-  const writer = new PolicyTableWriter({ maxReaders: 2, drainTimeoutMs: 200 });
+  // The drain timeout must outlast the 50 event-loop turns below even on a loaded machine
+  // (at 200 ms the waiting publish sometimes gave up first under the full suite).
+  const writer = new PolicyTableWriter({ maxReaders: 2, drainTimeoutMs: 1500 });
   const reader = new PolicyTableReader(writer.memory, 0);
   const allowAll = compileIntentions({ intentions: [{ source: '*', destination: '*', action: 'allow' }], defaultAllow: false, hashKey: KEY });
   const denyAll = compileIntentions({ intentions: [{ source: '*', destination: '*', action: 'deny' }], defaultAllow: false, hashKey: KEY });
