@@ -48,6 +48,7 @@ import { readFileSync } from 'node:fs';
 import { decodeInlineJwks, type JwksKey, type JwtLocation, type JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtClaimCheck, JwtRequirement } from '../config/service-intentions.ts';
 import type { JwtCheck } from './l7.ts';
+import { parseJson } from '../control/decode.ts';
 
 /** Tokens longer than this (characters) are refused unread. */
 export const MAX_TOKEN_BYTES = 8 * 1024;
@@ -158,7 +159,7 @@ export function decodeBase64Url(s: string): Buffer | null {
 function parseJsonObject(buf: Buffer): Record<string, unknown> | null {
   let v: unknown;
   try {
-    v = JSON.parse(buf.toString('utf8'));
+    v = parseJson(buf.toString('utf8'));
   } catch {
     return null;
   }

@@ -5,7 +5,7 @@
 
 import { tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { parseDuration } from '../control/decode.ts';
+import { parseDuration, parseJson } from '../control/decode.ts';
 import { CA_CONFIG_OBJECT_KEYS, collapseBlocks, parseConfigText } from '../config/hcl.ts';
 import { join } from 'node:path';
 import { parseFlags, parseHostPort, parseHttpAddr, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
@@ -283,7 +283,7 @@ async function cmdConnectCa(argv: readonly string[]): Promise<number> {
       if (wantsHelp(rest)) return (out(usageText('connect ca get-config', '', HTTP_ADDR)), 0);
       const f = parseFlags(rest, HTTP_ADDR);
       const r = await client(f).request('GET', '/v1/connect/ca/configuration');
-      out(JSON.stringify(JSON.parse(r.text), null, 2));
+      out(JSON.stringify(parseJson(r.text), null, 2));
       return 0;
     }
     case 'set-config': {
@@ -362,7 +362,7 @@ async function cmdConfig(argv: readonly string[]): Promise<number> {
       const path = `/v1/config/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`;
       if (sub === 'read') {
         const r = await client(f).request('GET', path);
-        out(JSON.stringify(JSON.parse(r.text), null, 2));
+        out(JSON.stringify(parseJson(r.text), null, 2));
       } else {
         await client(f).request('DELETE', path);
         out(`Config entry deleted: ${kind}/${name}`);

@@ -3,8 +3,12 @@
 // GopherJS build of hashicorp/hcl v1, loaded lazily (its first parse costs ~200 ms). Then
 // Consul's decode rule that matters before schema decoding: HCL1 turns every block into a
 // list of objects (`Config { … }` → `"Config": [{…}]`), so a one-element list becomes the
-// object where the schema expects an object (Consul's HookWeakDecodeFromSlice).
+// object where the schema expects an object (Consul's HookWeakDecodeFromSlice). JSON text
+// (a file's, or the HCL parser's output) goes through parseJson, not JSON.parse, which in
+// Node 24 can misread an escaped key such as "\"" (see parseJson).
 // Runs on: the CLI and the control thread, never per request.
+
+import { parseJson } from '../control/decode.ts';
 
 export class ConfigSyntaxError extends Error {
   override readonly name = 'ConfigSyntaxError';
@@ -17,7 +21,7 @@ function looksLikeJson(text: string): boolean {
 export async function parseConfigText(text: string, source: string): Promise<unknown> {
   if (looksLikeJson(text)) {
     try {
-      return JSON.parse(text) as unknown;
+      return parseJson(text);
     } catch (err) {
       throw new ConfigSyntaxError(`${source}: invalid JSON: ${(err as Error).message}`);
     }
@@ -28,7 +32,7 @@ export async function parseConfigText(text: string, source: string): Promise<unk
     throw new ConfigSyntaxError(`${source}: invalid HCL: ${out.replace(/^unable to parse JSON: /, '')}`);
   }
   try {
-    return JSON.parse(out) as unknown;
+    return parseJson(out);
   } catch {
     throw new ConfigSyntaxError(`${source}: the HCL parser returned something that is not a document: ${out.slice(0, 200)}`);
   }

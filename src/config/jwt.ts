@@ -9,7 +9,7 @@
 // Normalisation: ClockSkewSeconds 0 becomes 30, as in Consul.
 
 import type { JsonWebKey } from 'node:crypto';
-import { FieldError, type JsonObject } from '../control/decode.ts';
+import { FieldError, parseJson, type JsonObject } from '../control/decode.ts';
 import { SERVICE_NAME_RE } from '../control/catalog.ts';
 import {
   ENTRY_COMMON_KEYS,
@@ -82,7 +82,7 @@ export function decodeInlineJwks(text: string, field: string): JwksKey[] {
   if (!BASE64_RE.test(compact)) throw new FieldError(field, 'JWKS must be valid base64 encoded string');
   let doc: unknown;
   try {
-    doc = JSON.parse(Buffer.from(compact, 'base64').toString('utf8'));
+    doc = parseJson(Buffer.from(compact, 'base64').toString('utf8'));
   } catch (err) {
     throw new FieldError(field, `does not decode to JSON: ${(err as Error).message}`);
   }

@@ -2,6 +2,8 @@
 // become one-line AgentUnreachable errors that say what to do; non-2xx replies become
 // ApiError with the agent's own message.
 
+import { parseJson } from './decode.ts';
+
 export class AgentUnreachable extends Error {
   override readonly name = 'AgentUnreachable';
 }
@@ -85,6 +87,6 @@ export class AgentClient {
 
   async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<{ value: T; index: number; headers: Headers }> {
     const r = await this.request(method, path, opts);
-    return { value: JSON.parse(r.text) as T, index: r.index, headers: r.headers };
+    return { value: parseJson(r.text) as T, index: r.index, headers: r.headers };
   }
 }

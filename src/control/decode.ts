@@ -19,10 +19,101 @@ function norm(key: string): string {
   return key.replaceAll('_', '').toLowerCase();
 }
 
+/**
+ * JSON.parse without V8's escaped-key bug (nodejs/node#63785, crbug.com/521080746; present in
+ * Node 24's V8 13.6 and still in V8 14.6). When an earlier parse left a map transition from
+ * the object built so far to a key K, a key written with an escape whose first K.length
+ * source characters spell K is read back as K: after `{"\\":0}`, `{"\"":1}` parses as
+ * `{"\\":1}`, and so does `{"\n":1}`. Which keys go wrong depends on what the isolate parsed
+ * before, so a Meta key such as `"` or a newline could silently change on its way in.
+ *
+ * Text without a backslash has no escaped key and is parsed natively. Otherwise JSON.parse
+ * still checks the syntax (its errors and messages are kept), and the structure is then
+ * rebuilt here, with every key and string decoded on its own by JSON.parse (a lone string
+ * literal never goes through the key cache).
+ */
+export function parseJson(text: string): unknown {
+  const value: unknown = JSON.parse(text);
+  return text.includes('\\') ? rebuildJson(text) : value;
+}
+
+type JsonFrame = { readonly target: unknown[] | Record<string, unknown>; key: string };
+
+/** Text JSON.parse has accepted, rebuilt without JSON.parse building objects (no recursion, so any depth). */
+function rebuildJson(text: string): unknown {
+  let i = 0;
+  const fail = (): never => {
+    throw new SyntaxError(`Unexpected JSON at position ${i}`);
+  };
+  const skipSpace = (): void => {
+    for (let c = text.charCodeAt(i); c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d; c = text.charCodeAt(++i));
+  };
+  const string = (): string => {
+    const start = i;
+    if (text.charCodeAt(i) !== 0x22) fail();
+    for (i++; text.charCodeAt(i) !== 0x22; i += text.charCodeAt(i) === 0x5c ? 2 : 1) if (i >= text.length) fail();
+    i++;
+    return JSON.parse(text.slice(start, i)) as string;
+  };
+  const key = (): string => {
+    skipSpace();
+    const k = string();
+    skipSpace();
+    if (text[i++] !== ':') fail();
+    return k;
+  };
+  const stack: JsonFrame[] = [];
+  for (;;) {
+    skipSpace();
+    const c = text[i];
+    let value: unknown;
+    if (c === '{' || c === '[') {
+      i++;
+      skipSpace();
+      const target = c === '{' ? {} : [];
+      if (text[i] === (c === '{' ? '}' : ']')) {
+        i++;
+        value = target;
+      } else {
+        stack.push({ target, key: c === '{' ? key() : '' });
+        continue;
+      }
+    } else if (c === '"') {
+      value = string();
+    } else {
+      const start = i;
+      while (i < text.length && !',]} \t\n\r'.includes(text[i] as string)) i++;
+      value = JSON.parse(text.slice(start, i));
+    }
+    // Store the value, and every container it completes.
+    for (;;) {
+      const top = stack.at(-1);
+      if (top === undefined) {
+        skipSpace();
+        if (i !== text.length) fail();
+        return value;
+      }
+      const { target } = top;
+      if (Array.isArray(target)) target.push(value);
+      // As JSON.parse does: a later duplicate wins, and `__proto__` is an own data property.
+      else Object.defineProperty(target, top.key, { value, enumerable: true, writable: true, configurable: true });
+      skipSpace();
+      const d = text[i++];
+      if (d === ',') {
+        if (!Array.isArray(target)) top.key = key();
+        break;
+      }
+      if (d !== (Array.isArray(target) ? ']' : '}')) fail();
+      stack.pop();
+      value = target;
+    }
+  }
+}
+
 export function parseJsonObject(text: string, what = 'body'): JsonObject {
   let value: unknown;
   try {
-    value = text.trim() === '' ? {} : JSON.parse(text);
+    value = text.trim() === '' ? {} : parseJson(text);
   } catch (err) {
     throw new FieldError(what, `invalid JSON (${(err as Error).message})`);
   }

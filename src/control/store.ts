@@ -8,6 +8,7 @@
 
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { parseJson } from './decode.ts';
 
 export interface Entry<T> {
   readonly value: T;
@@ -173,7 +174,7 @@ export class FileStore implements Store {
   #load(file: string): void {
     let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(file, 'utf8'));
+      raw = parseJson(readFileSync(file, 'utf8'));
     } catch (err) {
       throw new Error(`cannot read ${file}: ${(err as Error).message}; restore it from a backup, or move it away to start with empty state (a new CA root: existing proxies must fetch new certificates)`, { cause: err });
     }
