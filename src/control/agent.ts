@@ -407,6 +407,31 @@ export class Agent {
     };
     const readEntry = (kind: ConfigEntryKind, name: string): { value: ConfigEntry; createIndex: number; modifyIndex: number } | undefined =>
       kind === 'service-intentions' ? this.#intentions.entry(name) : this.#store.get<ConfigEntry>(table(kind), name);
+    // Every config entry, for the chain compiler (intentions included: they share the index).
+    const configTables = CONFIG_ENTRY_KINDS.map(table);
+    const allEntries = (): ConfigEntry[] => [
+      ...this.#intentions.entries(),
+      ...CONFIG_ENTRY_KINDS.filter((k) => k !== 'service-intentions').flatMap((k) => this.#store.list<ConfigEntry>(table(k)).map((e) => e.value)),
+    ];
+    const chainErrors = (entries: readonly ConfigEntry[]): Map<string, string> => {
+      const out = new Map<string, string>();
+      const names = new Set(entries.filter((e) => e.kind !== 'service-intentions' && e.kind !== 'jwt-provider').map((e) => e.name));
+      for (const name of names) {
+        try {
+          compileChain(entries, name, { datacenter: this.#opts.datacenter });
+        } catch (err) {
+          if (!(err instanceof FieldError)) throw err;
+          out.set(name, err.message);
+        }
+      }
+      return out;
+    };
+    const refuseBrokenChains = (before: readonly ConfigEntry[], after: readonly ConfigEntry[]): void => {
+      const was = chainErrors(before);
+      for (const [name, message] of chainErrors(after)) {
+        if (!was.has(name)) throw new HttpError(400, `Request decode failed: the discovery chain for ${JSON.stringify(name)} would not compile: ${message}`);
+      }
+    };
     r.on('PUT', '/v1/config', async (ctx) => {
       const entry = decodeConfigEntry(collapseBlocks(parseJsonObject(await readBody(ctx.req)), ENTRY_OBJECT_KEYS));
       const cas = ctx.url.searchParams.get('cas');
@@ -414,6 +439,13 @@ export class Agent {
         // Check-and-set: 0 means "only if absent", otherwise the entry's ModifyIndex.
         const current = readEntry(entry.kind, entry.name);
         if ((current?.modifyIndex ?? 0) !== Number(cas)) return sendJson(ctx.res, 200, false);
+      }
+      // Cross-entry rules (a route to a subset no resolver defines, splitters that loop,
+      // services of one chain with different protocols) only show when chains compile: a write
+      // that makes a chain fail which compiled before is refused, naming the entry and field,
+      // with nothing stored.
+      if (entry.kind !== 'service-intentions' && entry.kind !== 'jwt-provider') {
+        refuseBrokenChains(allEntries(), [...allEntries().filter((e) => !(e.kind === entry.kind && e.name === entry.name)), entry]);
       }
       if (entry.kind === 'service-intentions') this.#intentions.write(entry);
       else this.#store.put(table(entry.kind), entry.name, entry);
@@ -442,16 +474,11 @@ export class Agent {
       const cas = ctx.url.searchParams.get('cas');
       const current = readEntry(kind, name);
       if (cas !== null && (current?.modifyIndex ?? 0) !== Number(cas)) return sendJson(ctx.res, 200, false);
+      if (kind !== 'service-intentions' && kind !== 'jwt-provider') refuseBrokenChains(allEntries(), allEntries().filter((e) => !(e.kind === kind && e.name === name)));
       this.#store.delete(table(kind), name);
       if (kind === 'service-intentions') await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    // Every config entry, for the chain compiler (intentions included: they share the index).
-    const configTables = CONFIG_ENTRY_KINDS.map(table);
-    const allEntries = (): ConfigEntry[] => [
-      ...this.#intentions.entries(),
-      ...CONFIG_ENTRY_KINDS.filter((k) => k !== 'service-intentions').flatMap((k) => this.#store.list<ConfigEntry>(table(k)).map((e) => e.value)),
-    ];
     const compile = (service: string, downstream?: string): ReturnType<typeof compileChain> => {
       if (!SERVICE_NAME_RE.test(service)) throw new HttpError(400, `invalid service name ${JSON.stringify(service)}`);
       try {

@@ -368,3 +368,21 @@ test('explain with a path evaluates L7 permissions as the data plane does: norma
   assert.equal((await ask('&path=/h&header=x-team:other')).Allowed, false);
   assert.equal((await call('GET', '/v1/connect/intentions/explain?source=web&destination=explained&path=nope')).status, 400);
 });
+
+test('a config write or delete that would break a discovery chain is refused with the field named, and nothing changes', async () => {
+  const put = (e: object): Promise<Reply> => call('PUT', '/v1/config', e);
+  assert.equal((await put({ Kind: 'service-defaults', Name: 'shop', Protocol: 'http' })).status, 200);
+  assert.equal((await put({ Kind: 'service-resolver', Name: 'shop', Subsets: { v1: { Filter: 'Service.Meta.version == v1' } } })).status, 200);
+  const bad = await put({ Kind: 'service-router', Name: 'shop', Routes: [{ Match: { HTTP: { PathPrefix: '/b' } }, Destination: { ServiceSubset: 'v2' } }] });
+  assert.equal(bad.status, 400, bad.text);
+  assert.match(bad.text, /discovery chain for "shop" would not compile/);
+  assert.match(bad.text, /ServiceSubset/);
+  assert.equal((await call('GET', '/v1/config/service-router/shop')).status, 404);
+  assert.equal((await put({ Kind: 'service-router', Name: 'shop', Routes: [{ Match: { HTTP: { PathPrefix: '/b' } }, Destination: { ServiceSubset: 'v1' } }] })).status, 200);
+  // Deleting the resolver would leave the route pointing at a subset nobody defines.
+  const del = await call('DELETE', '/v1/config/service-resolver/shop');
+  assert.equal(del.status, 400, del.text);
+  assert.equal((await call('GET', '/v1/config/service-resolver/shop')).status, 200);
+  assert.equal((await call('DELETE', '/v1/config/service-router/shop')).status, 200);
+  assert.equal((await call('DELETE', '/v1/config/service-resolver/shop')).status, 200);
+});
