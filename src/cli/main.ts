@@ -142,6 +142,7 @@ const PROXY_FLAGS: FlagSpecs = {
   upstream: { kind: 'list', help: 'Upstream as NAME:PORT or NAME:HOST:PORT; listens on 127.0.0.1:PORT by default', placeholder: 'NAME:PORT' },
   workers: { kind: 'string', help: 'Data-plane worker threads (default: available parallelism)', placeholder: 'N', env: 'MESHD_WORKERS' },
   'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
+  'access-log': { kind: 'string', help: 'Write one JSON line per HTTP request and per TCP connection (pino, buffered) to stdout, stderr or a file; off by default', placeholder: 'stdout|stderr|PATH' },
   'metrics-format': {
     kind: 'string',
     help: "Names and labels of /metrics: meshd (meshd_* names, seconds) or envoy (Envoy's stat names with Consul's consul_* labels, milliseconds)",
@@ -240,6 +241,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     workers: parseWorkers(f.strings.get('workers')),
     metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
     metricsFormat,
+    ...(f.strings.get('access-log') === undefined ? {} : { accessLog: f.strings.get('access-log') }),
     register,
     ...(registerId === undefined ? {} : { registerId }),
     tags,

@@ -42,6 +42,8 @@ export interface ProxyOptions {
    * (Envoy's stat names with Consul's consul_* labels, milliseconds; ../metrics/envoy.ts).
    */
   readonly metricsFormat?: MetricsFormat;
+  /** Access log: 'stdout', 'stderr' or a file path (each worker appends); absent: off. */
+  readonly accessLog?: string;
   readonly register: boolean;
   readonly registerId?: string;
   /**
@@ -204,6 +206,7 @@ export class SidecarProxy {
         workerGauges: this.#workerGauges,
         connectTimeoutMs: this.#o.connectTimeoutMs ?? 5000,
         handshakeTimeoutMs: this.#o.handshakeTimeoutMs ?? 10_000,
+        ...(this.#o.accessLog === undefined ? {} : { accessLog: this.#o.accessLog }),
       },
       currentTls: () => this.#requireTls(),
       currentRouting: () => this.#requireRouting(),

@@ -17,6 +17,7 @@ import * as net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { findUnderscoreHeader, normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
+import { accessLogOn, logWhenDone, markFlag } from '../metrics/access-log.ts';
 import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
 import { XFCC, afterRequestBody, forwardHeaders, hasBody } from './http-headers.ts';
 import { forward } from './http-forward.ts';
@@ -152,7 +153,10 @@ export class HttpInbound {
 
   #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string, extra: Readonly<Record<string, string>> = {}): void {
     const m = this.#deps.metrics;
-    if (flag !== null) countFlag(m, flag);
+    if (flag !== null) {
+      countFlag(m, flag);
+      markFlag(res, flag);
+    }
     if (!res.headersSent) {
       const text = body.endsWith('\n') ? body : `${body}\n`;
       res.writeHead(status, { ...extra, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
@@ -171,6 +175,7 @@ export class HttpInbound {
       return;
     }
     const norm = normalizeRequestPath(req.url ?? '');
+    if (accessLogOn()) logWhenDone(res, start, { dir: 'inbound', src: peer.service, method: req.method ?? '', path: norm.ok ? norm.path : '-' });
     if (!norm.ok) {
       req.resume();
       this.#local(res, start, 400, 'bad_request', `bad request path: ${norm.detail}`);

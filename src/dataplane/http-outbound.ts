@@ -19,6 +19,7 @@ import * as tls from 'node:tls';
 import { Pool } from 'undici';
 import { normalizeRequestPath } from '../authz/l7.ts';
 import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
+import { accessLogOn, logWhenDone, markFlag } from '../metrics/access-log.ts';
 import { L, bump, countFlag, countOverflow, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
 import type { Endpoint, UpstreamRouting } from '../workers/messages.ts';
 import { XFCC, afterRequestBody, applyModifiers, forwardHeaders, hasBody } from './http-headers.ts';
@@ -259,7 +260,10 @@ export class HttpUpstream {
 
   #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
     const m = this.#deps.metrics;
-    if (flag !== null) countFlag(m, flag);
+    if (flag !== null) {
+      countFlag(m, flag);
+      markFlag(res, flag);
+    }
     if (!res.headersSent) {
       const text = body.endsWith('\n') ? body : `${body}\n`;
       res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': flag ?? '' });
@@ -298,6 +302,7 @@ export class HttpUpstream {
       return;
     }
     const norm = normalizeRequestPath(req.url ?? '');
+    if (accessLogOn()) logWhenDone(res, start, { dir: 'outbound', upstream: this.#deps.name, method: req.method ?? '', path: norm.ok ? norm.path : '-' });
     if (!norm.ok) {
       req.resume();
       this.#local(res, start, 400, 'bad_request', `bad request path: ${norm.detail}`);
@@ -527,6 +532,7 @@ class Exchange {
             this.#done = true;
             clearTimeout(this.#timer);
             this.#release();
+            markFlag(s.res, 'connect_failure');
             const text = `upstream connect error: ${err.code ?? err.message} (${this.#u.deps.name})\n`;
             if (!s.res.headersSent) {
               s.res.writeHead(503, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': 'connect_failure' });

@@ -14,6 +14,7 @@ import { compileL7Sources, type L7Programs, type L7Request } from '../authz/l7.t
 import { JwtProviders, verifiedJwtCheck } from '../authz/jwt-verify.ts';
 import { Decision, isAllowed } from '../authz/table.ts';
 import { S, deniedSlot, handshakeSlot, type DenyReason } from '../metrics/counters.ts';
+import { accessLogOn, logTcp } from '../metrics/access-log.ts';
 import type { InboundRouting, InboundSpec, TlsMaterial } from '../workers/messages.ts';
 import { HttpInbound, type AuthzRequest, type AuthzResult, type Peer } from './http-inbound.ts';
 import { serviceIdentity } from './identity.ts';
@@ -240,6 +241,7 @@ export class InboundListener {
   }
 
   #onSecure(socket: tls.TLSSocket): void {
+    const opened = performance.now();
     socket.on('error', noop);
     const cert = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
     const who = serviceIdentity(cert?.raw, this.#trustDomain);
@@ -287,6 +289,7 @@ export class InboundListener {
         c[S.RX_IN] = (c[S.RX_IN] as number) + app.bytesWritten;
         c[S.TX_IN] = (c[S.TX_IN] as number) + app.bytesRead;
         c[S.CLOSED_IN] = (c[S.CLOSED_IN] as number) + 1;
+        if (accessLogOn()) logTcp({ dir: 'inbound', src: who.id.service, rx: app.bytesWritten, tx: app.bytesRead, ms: performance.now() - opened });
       });
     });
   }

@@ -5,6 +5,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { S, deniedSlot, type DenyReason } from '../metrics/counters.ts';
+import { accessLogOn, logTcp } from '../metrics/access-log.ts';
 import type { Endpoint, TlsMaterial, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
 import { HttpUpstream } from './http-outbound.ts';
 import { expectServer, IDENTITY_MISMATCH } from './identity.ts';
@@ -90,6 +91,7 @@ export class UpstreamListener {
   }
 
   #onConnection(client: net.Socket): void {
+    const opened = performance.now();
     client.on('error', noop);
     if (this.#protocol !== 'tcp') {
       const c = this.#deps.counters;
@@ -138,6 +140,7 @@ export class UpstreamListener {
         c[S.RX_OUT] = (c[S.RX_OUT] as number) + client.bytesRead;
         c[S.TX_OUT] = (c[S.TX_OUT] as number) + client.bytesWritten;
         c[S.CLOSED_OUT] = (c[S.CLOSED_OUT] as number) + 1;
+        if (accessLogOn()) logTcp({ dir: 'outbound', upstream: this.#deps.spec.name, rx: client.bytesRead, tx: client.bytesWritten, ms: performance.now() - opened });
       });
       client.resume();
     });

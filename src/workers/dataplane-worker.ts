@@ -7,6 +7,7 @@ import { PolicyTableReader } from '../authz/table.ts';
 import { WasmPolicyProbe } from '../wasm/policy.ts';
 import { counterBlock } from '../metrics/counters.ts';
 import { l7Block } from '../metrics/l7.ts';
+import { closeAccessLog, openAccessLog } from '../metrics/access-log.ts';
 import { startLagMonitor, workerGaugeBlock } from '../metrics/runtime.ts';
 import { InboundListener } from '../dataplane/inbound.ts';
 import { UpstreamListener } from '../dataplane/outbound.ts';
@@ -37,6 +38,7 @@ function send(msg: FromWorker): void {
 
 async function init(msg: WorkerInit): Promise<void> {
   const counters = counterBlock(msg.counters, msg.index);
+  if (msg.accessLog !== undefined) openAccessLog(msg.accessLog);
   // One libuv timer and a write every window: no cost per request or connection.
   if (msg.workerGauges !== undefined) stopLagMonitor = startLagMonitor(workerGaugeBlock(msg.workerGauges, msg.index));
   const listeners = 1 + msg.upstreams.length;
@@ -68,6 +70,7 @@ async function drain(): Promise<void> {
   stopLagMonitor?.();
   stopLagMonitor = null;
   await Promise.all([inbound?.close(), ...[...upstreams.values()].map((u) => u.close())]);
+  closeAccessLog();
   send({ type: 'drained' });
 }
 

@@ -92,6 +92,8 @@ export interface WorkerInit {
   readonly workerGauges?: SharedArrayBuffer;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  /** Access log target ('stdout', 'stderr' or a file path); absent: off. */
+  readonly accessLog?: string;
 }
 
 export type ToWorker =
