@@ -131,6 +131,8 @@ interface System {
   readonly port: number;
   /** [client sidecar, server sidecar] pids; empty for direct. */
   readonly pids: readonly number[];
+  /** Scraped once a second during the measurement (the scrape-overhead row). */
+  readonly scrape?: readonly string[];
 }
 
 interface Measure {
@@ -146,7 +148,11 @@ interface Measure {
 async function measure(sys: System, connections: number, seconds: number): Promise<Measure> {
   await runLoad({ port: sys.port, connections, ms: 400 }); // warm-up: connections, TLS, JIT
   const before = sys.pids.map(cpuMs);
+  const scraper = sys.scrape === undefined ? undefined : setInterval(() => {
+    for (const url of sys.scrape ?? []) void fetch(url).then((res) => res.arrayBuffer()).catch(() => undefined);
+  }, 1000);
   const r = await runLoad({ port: sys.port, connections, ms: seconds * 1000 });
+  clearInterval(scraper);
   const after = sys.pids.map(cpuMs);
   const at = (q: number): number => Math.round(r.latUs[Math.min(r.latUs.length - 1, Math.floor(q * r.latUs.length))] ?? 0);
   return {
@@ -212,7 +218,7 @@ async function haproxyPair(mode: 'tcp' | 'http', dir: string, appPort: number, p
   return { port: front, procs: [client, server] };
 }
 
-async function meshdPair(protocol: 'tcp' | 'http', dir: string, appPort: number): Promise<{ port: number; procs: MeshdProcess[]; metrics: string }> {
+async function meshdPair(protocol: 'tcp' | 'http', dir: string, appPort: number): Promise<{ port: number; procs: MeshdProcess[]; metrics: string; apiMetrics: string }> {
   const agent = await startMeshd(['agent', '-dev', '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, `agent-${protocol}`)]);
   const http = agent.fields.http as string;
   const put = async (e: object): Promise<void> => {
@@ -223,15 +229,15 @@ async function meshdPair(protocol: 'tcp' | 'http', dir: string, appPort: number)
     await put({ Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
     await put({ Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/api' } }] }] });
     await put({ Kind: 'service-router', Name: 'api', Routes: [{ Match: { HTTP: { PathPrefix: '/admin' } }, Destination: { RequestTimeout: '2s' } }] });
-    await put({ Kind: 'service-splitter', Name: 'api', Splits: [{ Weight: 100 }, { Weight: 0, Service: 'api-canary' }] });
     await put({ Kind: 'service-defaults', Name: 'api-canary', Protocol: 'http' });
+    await put({ Kind: 'service-splitter', Name: 'api', Splits: [{ Weight: 100 }, { Weight: 0, Service: 'api-canary' }] });
   } else {
     await put({ Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Action: 'allow' }] });
   }
   const api = await startMeshd(['connect', 'proxy', '-service', 'api', '-service-addr', `127.0.0.1:${appPort}`, '-listen', '127.0.0.1:0', '-register', '-workers', '1', '-metrics-addr', '127.0.0.1:0', '-http-addr', http]);
   const web = await startMeshd(['connect', 'proxy', '-service', 'web', '-upstream', 'api:0', '-workers', '1', '-metrics-addr', '127.0.0.1:0', '-http-addr', http]);
   await new Promise((r) => setTimeout(r, 500));
-  return { port: Number((web.fields['upstream.api'] as string).split(':')[1]), procs: [web, api, agent], metrics: web.fields.metrics as string };
+  return { port: Number((web.fields['upstream.api'] as string).split(':')[1]), procs: [web, api, agent], metrics: web.fields.metrics as string, apiMetrics: api.fields.metrics as string };
 }
 
 async function main(): Promise<number> {
@@ -253,6 +259,8 @@ async function main(): Promise<number> {
     meshd.push(...l4.procs, ...l7.procs);
     systems.push({ name: 'meshd-l4', port: l4.port, pids: l4.procs.slice(0, 2).map((p) => p.child.pid as number) });
     systems.push({ name: 'meshd-l7', port: l7.port, pids: l7.procs.slice(0, 2).map((p) => p.child.pid as number) });
+    // The same path while Prometheus-style scrapes hit both sidecars once a second.
+    systems.push({ name: 'meshd-l7+scrape', port: l7.port, pids: l7.procs.slice(0, 2).map((p) => p.child.pid as number), scrape: [`http://${l7.metrics}/metrics`, `http://${l7.apiMetrics}/metrics`] });
     const noHaproxy = haproxyAvailable();
     if (noHaproxy === null) {
       // The same kind of certificates meshd uses: one root, SPIFFE leaves for web and api.
@@ -310,11 +318,17 @@ async function main(): Promise<number> {
     out.push('');
     out.push('system          req/s   x direct  x haproxy   p50 µs   p99 µs  p99.9 µs   CPU µs/req client+server   peak RSS MB client/server  errors');
     for (const row of rows) {
-      const peer = row.name.endsWith('l7') || row.name.endsWith('http') ? hap('http') : hap('tcp');
+      const peer = row.name.includes('l7') || row.name.endsWith('http') ? hap('http') : hap('tcp');
       const xh = peer === undefined || row.name === 'direct' ? '-' : (row.rps / peer.rps).toFixed(2);
       out.push(
         `${row.name.padEnd(14)} ${String(row.rps).padStart(6)} ${(row.rps / direct.rps).toFixed(3).padStart(9)} ${xh.padStart(9)} ${String(row.p50us).padStart(8)} ${String(row.p99us).padStart(8)} ${String(row.p999us).padStart(9)}   ${(row.cpuUsPerRequest.length === 0 ? '-' : row.cpuUsPerRequest.join(' + ')).padStart(24)}   ${(row.peakRssMb.length === 0 ? '-' : row.peakRssMb.join(' / ')).padStart(24)}  ${row.errors}`,
       );
+    }
+    const l7row = rows.find((x) => x.name === 'meshd-l7');
+    const scraped = rows.find((x) => x.name === 'meshd-l7+scrape');
+    if (l7row !== undefined && scraped !== undefined) {
+      out.push('');
+      out.push(`scrape overhead (both sidecars scraped once a second): p99 ${scraped.p99us} vs ${l7row.p99us} µs (${((scraped.p99us / l7row.p99us - 1) * 100).toFixed(1)} %), req/s ${((scraped.rps / l7row.rps - 1) * 100).toFixed(1)} %`);
     }
     out.push('');
     out.push(`runs (req/s): ${rows.map((r) => `${r.name} ${r.runs.join('/')}`).join('; ')}`);
