@@ -15,7 +15,9 @@
 // library; the app is node:http answering 2 bytes. CPU per request per sidecar comes from
 // /proc/<pid>/stat (utime + stime) over the measured window; peak RSS from VmHWM.
 //
-// Options: -connections C (32), -duration S (4), -rounds R (3), -json. HAProxy is installed
+// Options: -connections C (32), -duration S (4), -rounds R (3), -json, -json-file FILE (also
+// FILE.svg, a latency-percentile plot, log-scale x, one line per system), -threshold EXPR
+// (repeatable; exit 1 when one is breached). HAProxy is installed
 // with apt when missing (scripts/ensure-tools.sh); if it cannot be, its rows are skipped and
 // the report says why.
 
@@ -37,7 +39,53 @@ const FLAGS: FlagSpecs = {
   duration: { kind: 'string', help: 'seconds per measurement', default: '4' },
   rounds: { kind: 'string', help: 'interleaved rounds (median reported)', default: '3' },
   json: { kind: 'bool', help: 'print JSON' },
+  'json-file': { kind: 'string', help: 'also write the JSON report to FILE, and the latency-percentile plot next to it (FILE.svg)', placeholder: 'FILE' },
+  threshold: { kind: 'list', help: "fail (exit 1) unless SYSTEM.METRIC OP VALUE holds, e.g. 'meshd-l7.ratio_haproxy>=1.0'; metrics: rps, ratio_direct, ratio_haproxy, p50us, p99us, p999us, errors, cpu_client_us, cpu_server_us, rss_client_mb, rss_server_mb", placeholder: 'EXPR' },
 };
+
+/** Percentiles plotted, as in wrk2/HdrHistogram percentile plots. */
+const PLOT_PERCENTILES = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
+
+/** A latency-percentile plot: x = percentile on a log scale of 1/(1-p), y = latency (ms), one line per system. */
+function percentileSvg(series: readonly { name: string; latUs: readonly number[] }[]): string {
+  const W = 760;
+  const H = 420;
+  const L = 64;
+  const B = 48;
+  const xs = PLOT_PERCENTILES.map((p) => Math.log10(1 / (1 - p)));
+  const xMax = Math.max(...xs);
+  const ptsOf = (lat: readonly number[]): number[] => PLOT_PERCENTILES.map((p) => (lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0) / 1000);
+  const all = series.map((s) => ptsOf(s.latUs));
+  const yMax = Math.max(1, ...all.flat()) * 1.05;
+  const X = (x: number): number => L + (x / xMax) * (W - L - 16);
+  const Y = (y: number): number => H - B - (y / yMax) * (H - B - 16);
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#17becf', '#7f7f7f'];
+  const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<rect width="${W}" height="${H}" fill="white"/>`];
+  out.push(`<line x1="${L}" y1="${H - B}" x2="${W - 16}" y2="${H - B}" stroke="black"/><line x1="${L}" y1="16" x2="${L}" y2="${H - B}" stroke="black"/>`);
+  PLOT_PERCENTILES.forEach((p, i) => out.push(`<text x="${X(xs[i] as number)}" y="${H - B + 16}" text-anchor="middle">${(p * 100).toString()}%</text>`));
+  for (let k = 0; k <= 4; k++) out.push(`<text x="${L - 6}" y="${Y((yMax * k) / 4) + 4}" text-anchor="end">${((yMax * k) / 4).toFixed(1)}</text>`);
+  out.push(`<text x="${(L + W) / 2}" y="${H - 8}" text-anchor="middle">percentile (log scale)</text><text x="14" y="${H / 2}" transform="rotate(-90 14 ${H / 2})" text-anchor="middle">latency ms</text>`);
+  series.forEach((s, i) => {
+    const c = colors[i % colors.length] as string;
+    const pts = (all[i] as number[]).map((y, j) => `${X(xs[j] as number).toFixed(1)},${Y(y).toFixed(1)}`).join(' ');
+    out.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts}"/>`);
+    out.push(`<text x="${L + 10}" y="${24 + i * 14}" fill="${c}">${s.name}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+/** Evaluates 'system.metric OP value' against the rows; returns a failure message or null. */
+function checkThreshold(expr: string, metrics: ReadonlyMap<string, Readonly<Record<string, number>>>): string | null {
+  const m = /^([A-Za-z0-9+_-]+)\.([a-z0-9_]+)\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)$/.exec(expr.trim());
+  if (m === null) return `threshold ${JSON.stringify(expr)} is not SYSTEM.METRIC OP NUMBER`;
+  const [, system, metric, op, raw] = m as unknown as [string, string, string, string, string];
+  const v = metrics.get(system)?.[metric];
+  if (v === undefined) return `threshold ${expr}: no ${metric} for ${system}`;
+  const want = Number(raw);
+  const ok = op === '>=' ? v >= want : op === '<=' ? v <= want : op === '>' ? v > want : op === '<' ? v < want : v === want;
+  return ok ? null : `threshold ${expr} breached: ${system}.${metric} = ${v}`;
+}
 
 interface LoadJob {
   readonly port: number;
@@ -136,6 +184,8 @@ interface System {
 }
 
 interface Measure {
+  /** Sorted latency samples (µs) of this measurement, for the percentile plot. */
+  readonly latUs: readonly number[];
   readonly rps: number;
   readonly p50: number;
   readonly p99: number;
@@ -156,6 +206,7 @@ async function measure(sys: System, connections: number, seconds: number): Promi
   const after = sys.pids.map(cpuMs);
   const at = (q: number): number => Math.round(r.latUs[Math.min(r.latUs.length - 1, Math.floor(q * r.latUs.length))] ?? 0);
   return {
+    latUs: r.latUs,
     rps: Math.round(r.requests / r.seconds),
     p50: at(0.5),
     p99: at(0.99),
@@ -309,9 +360,38 @@ async function main(): Promise<number> {
     });
     const direct = rows[0] as (typeof rows)[number];
     const hap = (mode: string): (typeof rows)[number] | undefined => rows.find((x) => x.name === `haproxy-${mode}`);
+    const metrics = new Map<string, Record<string, number>>();
+    for (const row of rows) {
+      const peer = row.name.includes('l7') || row.name.endsWith('http') ? hap('http') : hap('tcp');
+      metrics.set(row.name, {
+        rps: row.rps,
+        ratio_direct: row.rps / direct.rps,
+        ...(peer === undefined || row.name === 'direct' ? {} : { ratio_haproxy: row.rps / peer.rps }),
+        p50us: row.p50us,
+        p99us: row.p99us,
+        p999us: row.p999us,
+        errors: row.errors,
+        ...(row.cpuUsPerRequest.length === 2 ? { cpu_client_us: row.cpuUsPerRequest[0] as number, cpu_server_us: row.cpuUsPerRequest[1] as number } : {}),
+        ...(row.peakRssMb.length === 2 ? { rss_client_mb: row.peakRssMb[0] as number, rss_server_mb: row.peakRssMb[1] as number } : {}),
+      });
+    }
+    const failures = (f.lists.get('threshold') ?? []).map((t) => checkThreshold(t, metrics)).filter((x): x is string => x !== null);
+    const report = { date: new Date().toISOString(), connections, seconds, rounds, haproxy: noHaproxy ?? 'ok', metricsScraped: metricsOk, rows, metrics: Object.fromEntries(metrics), thresholdFailures: failures };
+    const jsonFile = f.strings.get('json-file');
+    if (jsonFile !== undefined) {
+      writeFileSync(jsonFile, JSON.stringify(report, null, 2) + '\n');
+      // The plot uses each system's median-throughput round.
+      const series = systems.map((sys) => {
+        const ms = [...(results.get(sys.name) ?? [])].sort((a, b) => a.rps - b.rps);
+        return { name: sys.name, latUs: ms[Math.floor(ms.length / 2)]?.latUs ?? [] };
+      });
+      writeFileSync(`${jsonFile}.svg`, percentileSvg(series));
+      log(`bench: wrote ${jsonFile} and ${jsonFile}.svg`);
+    }
+    for (const msg of failures) log(`bench: ${msg}`);
     if (json) {
-      process.stdout.write(JSON.stringify({ date: new Date().toISOString(), connections, seconds, rounds, haproxy: noHaproxy ?? 'ok', metricsScraped: metricsOk, rows }) + '\n');
-      return 0;
+      process.stdout.write(JSON.stringify(report) + '\n');
+      return failures.length > 0 || rows.some((r) => r.errors > 0) ? 1 : 0;
     }
     const out: string[] = [];
     out.push(`HTTP/1.1 keep-alive GET, 2-byte response, ${connections} connections, ${seconds} s x ${rounds} interleaved rounds (median), 1 thread per sidecar`);
@@ -332,8 +412,9 @@ async function main(): Promise<number> {
     }
     out.push('');
     out.push(`runs (req/s): ${rows.map((r) => `${r.name} ${r.runs.join('/')}`).join('; ')}`);
+    if (failures.length > 0) out.push('', ...failures.map((x) => `FAIL ${x}`));
     process.stdout.write(out.join('\n') + '\n');
-    return rows.some((r) => r.errors > 0) ? 1 : 0;
+    return failures.length > 0 || rows.some((r) => r.errors > 0) ? 1 : 0;
   } finally {
     for (const p of haproxy) p.kill('SIGTERM');
     await Promise.all(meshd.map((p) => p.stop()));
