@@ -41,6 +41,7 @@ import { resolveUpstreamConfig } from '../config/service-defaults.ts';
 import { checkResolverDatacenters, encodeResolverLoadBalancer, type ResolverLoadBalancer } from '../config/service-resolver.ts';
 import { encodeServiceRoute, formatDuration, type ServiceRoute } from '../config/service-router.ts';
 import { basisPointsToWeight, encodeServiceSplit, TOTAL_WEIGHT_BP, type ServiceSplit } from '../config/service-splitter.ts';
+import { DEFAULT_PASSIVE_HEALTH_CHECK } from './types.ts';
 import type {
   ChainProtocol,
   ChainRoute,
@@ -83,14 +84,6 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 export const DEFAULT_CHOICE_COUNT = 2;
 export const DEFAULT_MIN_RING_SIZE = 1024;
 export const DEFAULT_MAX_RING_SIZE = 8_388_608;
-/** Envoy's outlier-detection defaults, which Consul leaves in place for unset fields. */
-export const DEFAULT_PASSIVE_HEALTH_CHECK: PassiveHealthCheck = {
-  intervalMs: 10_000,
-  maxFailures: 5,
-  enforcingConsecutive5xx: 100,
-  maxEjectionPercent: 10,
-  baseEjectionTimeMs: 30_000,
-};
 
 const NAMESPACE = 'default';
 const PARTITION = 'default';

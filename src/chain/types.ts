@@ -34,6 +34,12 @@ export interface HeaderModifiers {
   readonly remove: readonly string[];
 }
 
+export const NO_HEADER_MODIFIERS: HeaderModifiers = Object.freeze({ add: Object.freeze({}), set: Object.freeze({}), remove: Object.freeze([]) });
+
+export function isEmptyHeaderModifiers(m: HeaderModifiers): boolean {
+  return m.remove.length === 0 && Object.keys(m.add).length === 0 && Object.keys(m.set).length === 0;
+}
+
 /** One target: instances of `service` (optionally a subset), as Consul names it. */
 export interface ChainTarget {
   /** Consul's target ID: `[<subset>.]<service>.<namespace>.<partition>.<datacenter>`. */
@@ -120,6 +126,15 @@ export interface PassiveHealthCheck {
   readonly maxEjectionPercent: number;
   readonly baseEjectionTimeMs: number;
 }
+
+/** Envoy's outlier-detection defaults, which Consul leaves in place for unset fields. */
+export const DEFAULT_PASSIVE_HEALTH_CHECK: PassiveHealthCheck = Object.freeze({
+  intervalMs: 10_000,
+  maxFailures: 5,
+  enforcingConsecutive5xx: 100,
+  maxEjectionPercent: 10,
+  baseEjectionTimeMs: 30_000,
+});
 
 export interface DataPlaneChain {
   readonly serviceName: string;

@@ -21,7 +21,7 @@
 
 import { FieldError, parseDuration, type JsonObject } from '../control/decode.ts';
 import { SERVICE_NAME_RE } from '../control/catalog.ts';
-import type { HeaderModifiers, RouteHeaderMatch, RouteMatch, RouteQueryMatch } from '../chain/types.ts';
+import { isEmptyHeaderModifiers, type HeaderModifiers, type RouteHeaderMatch, type RouteMatch, type RouteQueryMatch } from '../chain/types.ts';
 import { HTTP_METHODS, validateRe2 } from './service-intentions.ts';
 import {
   ENTRY_COMMON_KEYS,
@@ -75,10 +75,6 @@ export function formatDuration(ms: number): string {
   const m = Math.floor((totalSeconds % 3600) / 60);
   const s = fraction((totalSeconds % 60) * 1e9 + (ns % 1e9), 9);
   return `${h > 0 ? `${h}h` : ''}${h > 0 || m > 0 ? `${m}m` : ''}${s}s`;
-}
-
-export function isEmptyHeaderModifiers(m: HeaderModifiers): boolean {
-  return Object.keys(m.add).length === 0 && Object.keys(m.set).length === 0 && m.remove.length === 0;
 }
 
 function validateModifiedHeader(name: string, field: string): void {

@@ -9,7 +9,7 @@
 // peer's framing headers. Trailer is dropped too: trailers are not forwarded.
 
 import type { IncomingMessage } from 'node:http';
-import type { HeaderModifiers } from '../chain/types.ts';
+import { isEmptyHeaderModifiers, type HeaderModifiers } from '../chain/types.ts';
 
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
@@ -53,15 +53,9 @@ export function forwardHeaders(raw: readonly string[], drop: ReadonlySet<string>
   return out;
 }
 
-export const NO_MODIFIERS: HeaderModifiers = { add: {}, set: {}, remove: [] };
-
-export function isEmptyModifiers(m: HeaderModifiers): boolean {
-  return m.remove.length === 0 && Object.keys(m.add).length === 0 && Object.keys(m.set).length === 0;
-}
-
 /** Consul's HTTPHeaderModifiers on a copy: Remove, then Set (replaces), then Add (appends). */
 export function applyModifiers(headers: string[], m: HeaderModifiers): string[] {
-  if (isEmptyModifiers(m)) return headers;
+  if (isEmptyHeaderModifiers(m)) return headers;
   const removed = new Set(m.remove.map((n) => n.toLowerCase()));
   for (const n of Object.keys(m.set)) removed.add(n.toLowerCase());
   const out: string[] = [];

@@ -2,7 +2,7 @@
 // retry fields: circuit breaking (Limits), outlier detection (PassiveHealthCheck), retry
 // backoff, and which outcomes are retried.
 
-import type { PassiveHealthCheck, UpstreamLimits } from '../chain/types.ts';
+import { DEFAULT_PASSIVE_HEALTH_CHECK, type PassiveHealthCheck, type UpstreamLimits } from '../chain/types.ts';
 import type { Endpoint } from '../workers/messages.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -126,14 +126,6 @@ export class CircuitBreaker {
 // ---------------------------------------------------------------------------------------------
 // Outlier detection (Envoy's consecutive_5xx detector)
 
-/** Envoy's defaults, which Consul leaves in place for PassiveHealthCheck fields it does not set. */
-export const DEFAULT_PASSIVE_HEALTH_CHECK: PassiveHealthCheck = {
-  intervalMs: 10_000,
-  maxFailures: 5,
-  enforcingConsecutive5xx: 100,
-  maxEjectionPercent: 10,
-  baseEjectionTimeMs: 30_000,
-};
 /** Envoy's max_ejection_time default; the cap is max(this, base ejection time). */
 export const MAX_EJECTION_TIME_MS = 300_000;
 /** Envoy's healthy_panic_threshold default, applied by healthyEndpoints(). */

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import fc from 'fast-check';
-import { NO_MODIFIERS, XFCC, afterRequestBody, applyModifiers, forwardHeaders, hasBody, isEmptyModifiers } from '../../src/dataplane/http-headers.ts';
+import { NO_HEADER_MODIFIERS as NO_MODIFIERS, isEmptyHeaderModifiers as isEmptyModifiers } from '../../src/chain/types.ts';
+import { XFCC, afterRequestBody, applyModifiers, forwardHeaders, hasBody } from '../../src/dataplane/http-headers.ts';
 import type { HeaderModifiers } from '../../src/chain/types.ts';
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer', 'proxy-authenticate', 'proxy-authorization', 'expect'];
