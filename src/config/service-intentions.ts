@@ -206,7 +206,11 @@ function decodeHeader(h: WireObject): HeaderMatch {
   return { name, matcher, invert: h.bool('Invert'), ignoreCase: h.bool('IgnoreCase') };
 }
 
-function decodeHttp(http: WireObject): HttpMatch {
+/**
+ * The one path field of an HTTP match (PathExact, PathPrefix or PathRegex; at most one; exact
+ * and prefix start with '/'; the regex compiles as RE2), as intentions and routers share it.
+ */
+export function decodePathMatch(http: WireObject): PathMatch | null {
   const paths: PathMatch[] = [];
   for (const [key, kind] of [['PathExact', 'exact'], ['PathPrefix', 'prefix'], ['PathRegex', 'regex']] as const) {
     const value = http.string(key);
@@ -217,9 +221,11 @@ function decodeHttp(http: WireObject): HttpMatch {
   if (paths.length > 1) throw new FieldError(http.path, 'should only contain at most one of PathExact, PathPrefix, or PathRegex');
   const path = paths[0] ?? null;
   if (path?.kind === 'regex') validateRe2(path.value, http.field('PathRegex'));
+  return path;
+}
 
-  const headers = http.objects('Header', HEADER_KEYS).map(decodeHeader);
-
+/** `Methods`: valid HTTP methods, upper-cased, each at most once. */
+export function decodeMethods(http: WireObject): HttpMethod[] {
   const methods: HttpMethod[] = [];
   for (const raw of http.strings('Methods')) {
     const m = raw.toUpperCase();
@@ -227,6 +233,13 @@ function decodeHttp(http: WireObject): HttpMatch {
     if (methods.includes(m as HttpMethod)) throw new FieldError(http.field('Methods'), `contains ${JSON.stringify(m)} more than once`);
     methods.push(m as HttpMethod);
   }
+  return methods;
+}
+
+function decodeHttp(http: WireObject): HttpMatch {
+  const path = decodePathMatch(http);
+  const headers = http.objects('Header', HEADER_KEYS).map(decodeHeader);
+  const methods = decodeMethods(http);
 
   if (path === null && headers.length === 0 && methods.length === 0) throw new FieldError(http.path, 'should not be empty');
   return { path, methods, headers };

@@ -22,7 +22,7 @@
 import { FieldError, parseDuration, type JsonObject } from '../control/decode.ts';
 import { SERVICE_NAME_RE } from '../control/catalog.ts';
 import { isEmptyHeaderModifiers, type HeaderModifiers, type RouteHeaderMatch, type RouteMatch, type RouteQueryMatch } from '../chain/types.ts';
-import { HTTP_METHODS, validateRe2 } from './service-intentions.ts';
+import { decodeMethods, decodePathMatch, validateRe2 } from './service-intentions.ts';
 import {
   ENTRY_COMMON_KEYS,
   WireObject,
@@ -241,25 +241,10 @@ function decodeMatch(route: WireObject): RouteMatch | null {
   const match = route.object('Match', MATCH_KEYS);
   const http = match?.object('HTTP', HTTP_KEYS) ?? null;
   if (http === null) return null;
-  const paths: NonNullable<RouteMatch['path']>[] = [];
-  for (const [key, kind] of [['PathExact', 'exact'], ['PathPrefix', 'prefix'], ['PathRegex', 'regex']] as const) {
-    const value = http.string(key);
-    if (value === '') continue;
-    if (kind !== 'regex' && !value.startsWith('/')) throw new FieldError(http.field(key), `doesn't start with '/': ${JSON.stringify(value)}`);
-    paths.push({ kind, value });
-  }
-  if (paths.length > 1) throw new FieldError(http.path, 'should only contain at most one of PathExact, PathPrefix, or PathRegex');
-  const path = paths[0] ?? null;
-  if (path?.kind === 'regex') validateRe2(path.value, http.field('PathRegex'));
+  const path = decodePathMatch(http);
   const headers = http.objects('Header', HEADER_KEYS).map(decodeHeaderMatch);
   const queryParams = http.objects('QueryParam', QUERY_KEYS).map(decodeQueryMatch);
-  const methods: string[] = [];
-  for (const raw of http.strings('Methods')) {
-    const m = raw.toUpperCase();
-    if (!(HTTP_METHODS as readonly string[]).includes(m)) throw new FieldError(http.field('Methods'), `contains an invalid method ${JSON.stringify(m)}`);
-    if (methods.includes(m)) throw new FieldError(http.field('Methods'), `contains ${JSON.stringify(m)} more than once`);
-    methods.push(m);
-  }
+  const methods = decodeMethods(http);
   if (path === null && headers.length === 0 && queryParams.length === 0 && methods.length === 0) return null;
   return { path, headers, queryParams, methods };
 }
