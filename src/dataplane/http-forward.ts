@@ -12,6 +12,8 @@
 // Runs on: data-plane workers.
 
 import type { ServerResponse } from 'node:http';
+import { markFlag } from '../metrics/access-log.ts';
+import { countFlag, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 
@@ -143,4 +145,32 @@ export function forward(dispatcher: Dispatcher, req: ForwardRequest, res: Server
     aborted = e;
     if (abortFn !== null && !finished) abortFn(e);
   };
+}
+
+/**
+ * The proxy answers a request itself (a denial, a timeout, no healthy instance, ...): counts
+ * the cause unless the caller already has (`counted`), writes a short text body — or cuts the
+ * response if it had already begun — and records the request in the L7 counters.
+ */
+export function answerLocally(
+  res: ServerResponse,
+  metrics: Float64Array,
+  start: number,
+  status: number,
+  flag: ResponseFlag | null,
+  body: string,
+  opts: { readonly headers?: Readonly<Record<string, string>>; readonly counted?: boolean } = {},
+): void {
+  if (flag !== null) {
+    if (opts.counted !== true) countFlag(metrics, flag);
+    markFlag(res, flag);
+  }
+  if (!res.headersSent) {
+    const text = body.endsWith('\n') ? body : `${body}\n`;
+    res.writeHead(status, { ...opts.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  } else {
+    res.destroy();
+  }
+  recordRequest(metrics, status, (performance.now() - start) / 1000);
 }

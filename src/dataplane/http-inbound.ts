@@ -17,10 +17,10 @@ import * as net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { findUnderscoreHeader, normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
-import { accessLogOn, logWhenDone, markFlag } from '../metrics/access-log.ts';
-import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
+import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
+import { countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
 import { XFCC, afterRequestBody, forwardHeaders, hasBody } from './http-headers.ts';
-import { forward } from './http-forward.ts';
+import { answerLocally, forward } from './http-forward.ts';
 
 export interface Peer {
   /** The caller's service name (from its SPIFFE ID). */
@@ -151,21 +151,10 @@ export class HttpInbound {
     void this.#appPool?.destroy().catch(() => undefined);
   }
 
-  #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string, extra: Readonly<Record<string, string>> = {}): void {
-    const m = this.#deps.metrics;
-    if (flag !== null) {
-      countFlag(m, flag);
-      markFlag(res, flag);
-    }
-    if (!res.headersSent) {
-      const text = body.endsWith('\n') ? body : `${body}\n`;
-      res.writeHead(status, { ...extra, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
-      res.end(text);
-    } else {
-      res.destroy();
-    }
-    recordRequest(m, status, (performance.now() - start) / 1000);
+  #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string, headers: Readonly<Record<string, string>> = {}): void {
+    answerLocally(res, this.#deps.metrics, start, status, flag, body, { headers });
   }
+
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const start = performance.now();

@@ -19,11 +19,11 @@ import * as tls from 'node:tls';
 import { Pool } from 'undici';
 import { normalizeRequestPath } from '../authz/l7.ts';
 import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
-import { accessLogOn, logWhenDone, markFlag } from '../metrics/access-log.ts';
+import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
 import { L, bump, countFlag, countOverflow, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
 import type { Endpoint, UpstreamRouting } from '../workers/messages.ts';
 import { XFCC, afterRequestBody, applyModifiers, forwardHeaders, hasBody } from './http-headers.ts';
-import { forward } from './http-forward.ts';
+import { answerLocally, forward } from './http-forward.ts';
 import { expectServer } from './identity.ts';
 import { createBalancer, endpointKey, requestHashKey, type Balancer } from './lb.ts';
 import { CircuitBreaker, OutlierDetector, retryBackoffMs, shouldRetry, type AttemptOutcome } from './resilience.ts';
@@ -217,7 +217,12 @@ export class HttpUpstream {
       outlier.setHosts(all.map(endpointKey));
       const breaker = prev?.breaker ?? new CircuitBreaker(chain.limits);
       breaker.setLimits(chain.limits);
-      const sweep = prev?.sweep ?? setInterval(() => outlier.sweep(), outlier.intervalMs).unref();
+      const sweep =
+        prev?.sweep ??
+        setInterval(() => {
+          outlier.sweep();
+          this.#syncGauges();
+        }, outlier.intervalMs).unref();
       next.set(id, {
         target,
         all,
@@ -254,25 +259,15 @@ export class HttpUpstream {
     if (t.outlier.version !== t.balancerVersion) {
       t.balancer = createBalancer(t.target.loadBalancer, t.outlier.healthyEndpoints(t.all), { random: this.#random });
       t.balancerVersion = t.outlier.version;
+      this.#syncGauges();
     }
     return t.balancer.endpoints.length > 0;
   }
 
   #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
-    const m = this.#deps.metrics;
-    if (flag !== null) {
-      countFlag(m, flag);
-      markFlag(res, flag);
-    }
-    if (!res.headersSent) {
-      const text = body.endsWith('\n') ? body : `${body}\n`;
-      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': flag ?? '' });
-      res.end(text);
-    } else {
-      res.destroy();
-    }
-    recordRequest(m, status, (performance.now() - start) / 1000);
+    answerLocally(res, this.#deps.metrics, start, status, flag, body, { headers: { 'x-meshd-response-flag': flag ?? '' } });
   }
+
 
   #syncGauges(): void {
     const m = this.#deps.metrics;
@@ -354,8 +349,20 @@ export class HttpUpstream {
   finish(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string): void {
     this.#local(res, start, status, flag, body);
   }
+  /**
+   * Refreshes the ejection and breaker gauges. Called only when they can have changed (an
+   * ejection came or went, a breaker left or reached a limit), not per request: the loop
+   * visits every target.
+   */
   sync(): void {
     this.#syncGauges();
+  }
+
+  /** Records an outcome for passive health checking; refreshes the gauges if it ejected. */
+  record(ts: TargetState, key: string, result: boolean | 'connect-failure'): void {
+    const before = ts.outlier.version;
+    ts.outlier.record(key, result);
+    if (ts.outlier.version !== before) this.#syncGauges();
   }
   healthy(ts: TargetState): boolean {
     return this.#healthy(ts);
@@ -428,8 +435,11 @@ class Exchange {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    this.#s.ts.breaker.releaseRequest();
-    this.#u.sync();
+    const b = this.#s.ts.breaker;
+    const wasFull = b.requests >= b.maxRequests || b.pending >= b.maxPendingRequests;
+    b.releaseRequest();
+    // The open gauge may also have been raised by a pending overflow that has drained since.
+    if (wasFull || this.#u.deps.metrics[L.BREAKER_OPEN] !== 0) this.#u.sync();
   }
 
   #fail(status: number, flag: ResponseFlag, body: string): void {
@@ -465,6 +475,7 @@ class Exchange {
     }
     if (!ts.breaker.tryAcquirePending()) {
       countOverflow(this.#u.deps.metrics, 'pending');
+      this.#u.sync();
       this.#fail(503, 'overflow', 'upstream overflow: too many requests waiting for a connection (circuit breaker)');
       return;
     }
@@ -495,8 +506,7 @@ class Exchange {
           releasePending();
         },
         onResponse: (status, raw) => {
-          ts.outlier.record(key, status >= 500);
-          this.#u.sync();
+          this.#u.record(ts, key, status >= 500);
           if (this.#done) return null;
           if (status >= 400 && this.#retry(ep, { kind: 'status', status })) return null;
           this.#done = true;
@@ -522,8 +532,7 @@ class Exchange {
             return;
           }
           const connectFailure = !started || CONNECT_CODES.has(err.code ?? '');
-          ts.outlier.record(key, connectFailure ? 'connect-failure' : true);
-          this.#u.sync();
+          this.#u.record(ts, key, connectFailure ? 'connect-failure' : true);
           if (connectFailure) countFlag(m, 'connect_failure');
           const outcome: AttemptOutcome = connectFailure ? { kind: 'connect-failure' } : { kind: 'reset' };
           if (this.#retry(ep, outcome)) return;
@@ -532,13 +541,10 @@ class Exchange {
             this.#done = true;
             clearTimeout(this.#timer);
             this.#release();
-            markFlag(s.res, 'connect_failure');
-            const text = `upstream connect error: ${err.code ?? err.message} (${this.#u.deps.name})\n`;
-            if (!s.res.headersSent) {
-              s.res.writeHead(503, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), 'x-meshd-response-flag': 'connect_failure' });
-              s.res.end(text);
-            }
-            recordRequest(m, 503, (performance.now() - s.start) / 1000);
+            answerLocally(s.res, m, s.start, 503, 'connect_failure', `upstream connect error: ${err.code ?? err.message} (${this.#u.deps.name})`, {
+              headers: { 'x-meshd-response-flag': 'connect_failure' },
+              counted: true,
+            });
             return;
           }
           this.#fail(502, 'reset', `upstream reset before the response: ${err.code ?? err.message}`);
