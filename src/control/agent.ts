@@ -445,7 +445,8 @@ export class Agent {
       // that makes a chain fail which compiled before is refused, naming the entry and field,
       // with nothing stored.
       if (entry.kind !== 'service-intentions' && entry.kind !== 'jwt-provider') {
-        refuseBrokenChains(allEntries(), [...allEntries().filter((e) => !(e.kind === entry.kind && e.name === entry.name)), entry]);
+        const before = allEntries();
+        refuseBrokenChains(before, [...before.filter((e) => !(e.kind === entry.kind && e.name === entry.name)), entry]);
       }
       if (entry.kind === 'service-intentions') this.#intentions.write(entry);
       else this.#store.put(table(entry.kind), entry.name, entry);
@@ -474,15 +475,18 @@ export class Agent {
       const cas = ctx.url.searchParams.get('cas');
       const current = readEntry(kind, name);
       if (cas !== null && (current?.modifyIndex ?? 0) !== Number(cas)) return sendJson(ctx.res, 200, false);
-      if (kind !== 'service-intentions' && kind !== 'jwt-provider') refuseBrokenChains(allEntries(), allEntries().filter((e) => !(e.kind === kind && e.name === name)));
+      if (kind !== 'service-intentions' && kind !== 'jwt-provider') {
+        const before = allEntries();
+        refuseBrokenChains(before, before.filter((e) => !(e.kind === kind && e.name === name)));
+      }
       this.#store.delete(table(kind), name);
       if (kind === 'service-intentions') await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    const compile = (service: string, downstream?: string): ReturnType<typeof compileChain> => {
+    const compile = (service: string, downstream?: string, entries: readonly ConfigEntry[] = allEntries()): ReturnType<typeof compileChain> => {
       if (!SERVICE_NAME_RE.test(service)) throw new HttpError(400, `invalid service name ${JSON.stringify(service)}`);
       try {
-        return compileChain(allEntries(), service, { datacenter: this.#opts.datacenter, trustDomain: this.#ca.trustDomain, ...(downstream === undefined ? {} : { downstream }) });
+        return compileChain(entries, service, { datacenter: this.#opts.datacenter, trustDomain: this.#ca.trustDomain, ...(downstream === undefined ? {} : { downstream }) });
       } catch (err) {
         if (err instanceof FieldError) throw new HttpError(400, `discovery chain for ${service} does not compile: ${err.message}`);
         throw err;
@@ -497,9 +501,11 @@ export class Agent {
         const service = ctx.params.service as string;
         const defaults = this.#store.get<ConfigEntry>(table('service-defaults'), service)?.value;
         const sd = defaults?.kind === 'service-defaults' ? defaults : null;
-        const own = compile(service).dataPlane;
+        // One read of the entries for every chain in this answer.
+        const entries = allEntries();
+        const own = compile(service, undefined, entries).dataPlane;
         const chains: Record<string, unknown> = {};
-        for (const up of ctx.url.searchParams.getAll('upstream')) chains[up] = compile(up, service).dataPlane;
+        for (const up of ctx.url.searchParams.getAll('upstream')) chains[up] = compile(up, service, entries).dataPlane;
         const intentions = this.#intentions.entry(service)?.value ?? null;
         // The jwt-provider entries the intentions name; an unknown name is left out (its
         // requirements then never hold at the proxy).
