@@ -11,14 +11,10 @@ import {
   parseConfigEntryText,
   type ServiceResolverEntry,
 } from '../../src/config/entries.ts';
+import { decodePair } from './pair.ts';
 
-async function pair(hcl: string, json: unknown): Promise<ServiceResolverEntry> {
-  const a = await parseConfigEntryText(hcl, 'resolver.hcl');
-  const b = await parseConfigEntryText(JSON.stringify(json), 'resolver.json');
-  assert.deepEqual(a, b, 'HCL and JSON decode differently');
-  assert.equal(a.kind, 'service-resolver');
-  assert.deepEqual(decodeConfigEntry(encodeConfigEntry(a, { createIndex: 3, modifyIndex: 4 })), a, 'encode -> decode changed the entry');
-  return a;
+function pair(hcl: string, json: unknown): Promise<ServiceResolverEntry> {
+  return decodePair<ServiceResolverEntry>('service-resolver', hcl, json);
 }
 
 const BLANK: Omit<ServiceResolverEntry, 'name'> = {

@@ -8,18 +8,13 @@ import {
   decodeConfigEntry,
   encodeConfigEntry,
   formatDuration,
-  parseConfigEntryText,
   type RouteDestination,
   type ServiceRouterEntry,
 } from '../../src/config/entries.ts';
+import { decodePair } from './pair.ts';
 
-async function pair(hcl: string, json: unknown): Promise<ServiceRouterEntry> {
-  const a = await parseConfigEntryText(hcl, 'router.hcl');
-  const b = await parseConfigEntryText(JSON.stringify(json), 'router.json');
-  assert.deepEqual(a, b, 'HCL and JSON decode differently');
-  assert.equal(a.kind, 'service-router');
-  assert.deepEqual(decodeConfigEntry(encodeConfigEntry(a, { createIndex: 3, modifyIndex: 4 })), a, 'encode -> decode changed the entry');
-  return a;
+function pair(hcl: string, json: unknown): Promise<ServiceRouterEntry> {
+  return decodePair<ServiceRouterEntry>('service-router', hcl, json);
 }
 
 const NONE = { add: {}, set: {}, remove: [] };

@@ -8,18 +8,13 @@ import {
   basisPointsToWeight,
   decodeConfigEntry,
   encodeConfigEntry,
-  parseConfigEntryText,
   weightToBasisPoints,
   type ServiceSplitterEntry,
 } from '../../src/config/entries.ts';
+import { decodePair } from './pair.ts';
 
-async function pair(hcl: string, json: unknown): Promise<ServiceSplitterEntry> {
-  const a = await parseConfigEntryText(hcl, 'splitter.hcl');
-  const b = await parseConfigEntryText(JSON.stringify(json), 'splitter.json');
-  assert.deepEqual(a, b, 'HCL and JSON decode differently');
-  assert.equal(a.kind, 'service-splitter');
-  assert.deepEqual(decodeConfigEntry(encodeConfigEntry(a, { createIndex: 3, modifyIndex: 4 })), a, 'encode -> decode changed the entry');
-  return a;
+function pair(hcl: string, json: unknown): Promise<ServiceSplitterEntry> {
+  return decodePair<ServiceSplitterEntry>('service-splitter', hcl, json);
 }
 
 const NONE = { add: {}, set: {}, remove: [] };
