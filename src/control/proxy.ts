@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLeafCsr } from '../ca/authority.ts';
 import { serviceSpiffeId } from '../ca/spiffe.ts';
-import type { DataPlaneChain } from '../chain/types.ts';
+import type { ChainTarget, DataPlaneChain } from '../chain/types.ts';
 import type { JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
@@ -84,7 +84,7 @@ interface RootsBody {
   readonly Roots: readonly { readonly ID: string; readonly RootCert: string; readonly NotAfter: string }[];
 }
 
-interface HealthEntry extends HealthFilterEntry {
+export interface HealthEntry extends HealthFilterEntry {
   readonly Node: { readonly Address: string };
   readonly Service: {
     readonly Address: string;
@@ -104,6 +104,20 @@ function aggregateStatus(e: HealthEntry): 'passing' | 'warning' | 'critical' {
     if (c.Status === 'warning') worst = 'warning';
   }
   return worst;
+}
+
+/**
+ * The instances a chain target routes to: those its subset filter selects, passing, and also
+ * warning unless the subset says OnlyPassing (Consul's rule); critical ones never.
+ */
+export function targetEndpoints(entries: readonly HealthEntry[], target: Pick<ChainTarget, 'service' | 'onlyPassing'>, keep: (e: HealthFilterEntry) => boolean): Endpoint[] {
+  const out: Endpoint[] = [];
+  for (const e of entries) {
+    const st = aggregateStatus(e);
+    if (st === 'critical' || (st === 'warning' && target.onlyPassing) || !keep(e)) continue;
+    out.push({ host: e.Service.Address !== '' ? e.Service.Address : e.Node.Address, port: e.Service.Port, service: e.Service.Proxy?.DestinationServiceName ?? target.service });
+  }
+  return out;
 }
 
 /** The agent's answer to GET /v1/internal/meshd/proxy-config/:service (meshd's own endpoint). */
@@ -442,16 +456,7 @@ export class SidecarProxy {
       if (chain === undefined) continue;
       const endpoints: Record<string, readonly Endpoint[]> = {};
       for (const [id, t] of Object.entries(chain.targets)) {
-        const keep = this.#filter(t.filter);
-        const healthy = (e: HealthEntry): boolean => {
-          const st = aggregateStatus(e);
-          return st === 'passing' || (st === 'warning' && !t.onlyPassing);
-        };
-        endpoints[id] = (this.#health.get(t.service) ?? []).filter((e) => healthy(e) && keep(e)).map((e) => ({
-          host: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
-          port: e.Service.Port,
-          service: e.Service.Proxy?.DestinationServiceName ?? t.service,
-        }));
+        endpoints[id] = targetEndpoints(this.#health.get(t.service) ?? [], t, this.#filter(t.filter));
       }
       upstreams[u.name] = { chain, endpoints };
     }
