@@ -222,11 +222,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     register = f.bools.get('register') === true;
     if (register && listenRaw === undefined) throw new UsageError('-register needs -listen');
     registerId = f.strings.get('register-id');
-    for (const kv of f.lists.get('service-meta') ?? []) {
-      const eq = kv.indexOf('=');
-      if (eq <= 0) throw new UsageError(`-service-meta ${JSON.stringify(kv)} must be KEY=VALUE`);
-      meta[kv.slice(0, eq)] = kv.slice(eq + 1);
-    }
+    Object.assign(meta, parseKeyValues('service-meta', f.lists.get('service-meta') ?? []));
     tags = f.lists.get('service-tag') ?? [];
     serviceAddr = serviceAddrRaw === undefined ? null : parseHostPort(serviceAddrRaw, 'service-addr');
     listen = listenRaw === undefined ? null : parseHostPort(listenRaw, 'listen');
@@ -393,6 +389,7 @@ const INTENTION_CREATE_FLAGS: FlagSpecs = {
   deny: { kind: 'bool', help: 'Create an intention that denies the connection' },
   replace: { kind: 'bool', help: 'Replace an existing intention for the same pair' },
   description: { kind: 'string', help: 'Description of the intention', placeholder: 'TEXT' },
+  meta: { kind: 'list', help: 'Metadata for the intention as KEY=VALUE (repeatable); stored with the intention through the legacy ID API', placeholder: 'KEY=VALUE' },
 };
 
 function twoNames(f: ParsedFlags, cmd: string): [string, string] {
@@ -400,7 +397,30 @@ function twoNames(f: ParsedFlags, cmd: string): [string, string] {
   return [f.positionals[0] as string, f.positionals[1] as string];
 }
 
+const INTENTION_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `get` and `delete` take SRC DST, or one legacy intention ID, as Consul's do. */
+function pairOrId(f: ParsedFlags, cmd: string): { id: string } | { src: string; dst: string } {
+  const [first] = f.positionals;
+  if (f.positionals.length === 1 && first !== undefined && INTENTION_ID_RE.test(first)) return { id: first };
+  if (f.positionals.length !== 2) throw new UsageError(`meshd intention ${cmd} needs SRC DST, or one intention ID`);
+  return { src: f.positionals[0] as string, dst: f.positionals[1] as string };
+}
+
+/** Repeated `-flag KEY=VALUE` values as a map (a later key wins). */
+function parseKeyValues(flag: string, values: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of values) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new UsageError(`-${flag} ${JSON.stringify(kv)} must be KEY=VALUE`);
+    out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+
 interface LegacyIntentionOut {
+  readonly ID?: string;
+  readonly Meta?: Readonly<Record<string, string>>;
   readonly SourceName: string;
   readonly DestinationName: string;
   readonly Action: string;
@@ -415,7 +435,7 @@ async function cmdIntention(argv: readonly string[]): Promise<number> {
   if (sub === '-help' || sub === '--help' || sub === '-h') return (out(help), 0);
   switch (sub) {
     case 'create': {
-      const usage = usageText('intention create', '[-allow|-deny] [-replace] SRC DST', INTENTION_CREATE_FLAGS);
+      const usage = usageText('intention create', '[-allow|-deny] [-replace] [-meta KEY=VALUE]... SRC DST', INTENTION_CREATE_FLAGS);
       if (wantsHelp(rest)) return (out(usage), 0);
       const f = parseFlags(rest, INTENTION_CREATE_FLAGS);
       const [src, dst] = twoNames(f, 'create');
@@ -432,7 +452,17 @@ async function cmdIntention(argv: readonly string[]): Promise<number> {
           if (!(e instanceof ApiError && e.status === 404)) throw e;
         }
       }
-      await c.request('PUT', '/v1/connect/intentions/exact', { query, body: { SourceType: 'consul', Action: action, Description: f.strings.get('description') ?? '' } });
+      const description = f.strings.get('description') ?? '';
+      const metaFlags = f.lists.get('meta') ?? [];
+      if (metaFlags.length === 0) {
+        await c.request('PUT', '/v1/connect/intentions/exact', { query, body: { SourceType: 'consul', Action: action, Description: description } });
+      } else {
+        // Per-intention Meta only exists on the legacy ID API (Consul's CLI uses it too): with
+        // -replace the old pair goes first, then the new one is created with its Meta.
+        if (f.bools.get('replace') === true) await c.request('DELETE', '/v1/connect/intentions/exact', { query });
+        const body = { SourceName: src, DestinationName: dst, SourceType: 'consul', Action: action, Description: description, Meta: parseKeyValues('meta', metaFlags) };
+        await c.request('POST', '/v1/connect/intentions', { body });
+      }
       out(`Created: ${src} => ${dst} (${action})`);
       return 0;
     }
@@ -445,12 +475,19 @@ async function cmdIntention(argv: readonly string[]): Promise<number> {
       return r.value.Allowed ? 0 : 1;
     }
     case 'get': {
-      if (wantsHelp(rest)) return (out(usageText('intention get', 'SRC DST', HTTP_ADDR)), 0);
+      if (wantsHelp(rest)) return (out(usageText('intention get', 'SRC DST | ID', HTTP_ADDR)), 0);
       const f = parseFlags(rest, HTTP_ADDR);
-      const [src, dst] = twoNames(f, 'get');
-      const r = await client(f).json<LegacyIntentionOut>('GET', '/v1/connect/intentions/exact', { query: { source: src, destination: dst } });
+      const which = pairOrId(f, 'get');
+      const r =
+        'id' in which
+          ? await client(f).json<LegacyIntentionOut>('GET', `/v1/connect/intentions/${which.id}`)
+          : await client(f).json<LegacyIntentionOut>('GET', '/v1/connect/intentions/exact', { query: { source: which.src, destination: which.dst } });
       const i = r.value;
-      out(`Source:       ${i.SourceName}\nDestination:  ${i.DestinationName}\nAction:       ${i.Action}\nPrecedence:   ${i.Precedence}\nDescription:  ${i.Description}`);
+      const lines = [`Source:       ${i.SourceName}`, `Destination:  ${i.DestinationName}`, `Action:       ${i.Action}`, `Precedence:   ${i.Precedence}`, `Description:  ${i.Description}`];
+      if (i.ID !== undefined) lines.unshift(`ID:           ${i.ID}`);
+      const meta = Object.entries(i.Meta ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      if (meta.length > 0) lines.push(`Meta:         ${meta.map(([k, v]) => `${k}=${v}`).join(', ')}`);
+      out(lines.join('\n'));
       return 0;
     }
     case 'list': {
@@ -512,11 +549,16 @@ async function cmdIntention(argv: readonly string[]): Promise<number> {
       return e.Allowed ? 0 : 1;
     }
     case 'delete': {
-      if (wantsHelp(rest)) return (out(usageText('intention delete', 'SRC DST', HTTP_ADDR)), 0);
+      if (wantsHelp(rest)) return (out(usageText('intention delete', 'SRC DST | ID', HTTP_ADDR)), 0);
       const f = parseFlags(rest, HTTP_ADDR);
-      const [src, dst] = twoNames(f, 'delete');
-      await client(f).request('DELETE', '/v1/connect/intentions/exact', { query: { source: src, destination: dst } });
-      out(`Intention deleted: ${src} => ${dst}`);
+      const which = pairOrId(f, 'delete');
+      if ('id' in which) {
+        await client(f).request('DELETE', `/v1/connect/intentions/${which.id}`);
+        out(`Intention deleted: ${which.id}`);
+      } else {
+        await client(f).request('DELETE', '/v1/connect/intentions/exact', { query: { source: which.src, destination: which.dst } });
+        out(`Intention deleted: ${which.src} => ${which.dst}`);
+      }
       return 0;
     }
     default:

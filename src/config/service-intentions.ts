@@ -99,6 +99,20 @@ type SourceCommon = {
   readonly description: string;
   /** §2.2, CE: 9 exact→exact, 8 *→exact, 6 exact→*, 5 *→*. */
   readonly precedence: number;
+  /**
+   * Only for an intention created through the legacy ID API (`POST /v1/connect/intentions`,
+   * `meshd intention create -meta`): its ID, per-intention Meta and times. Read-only on the
+   * config-entry API (a write carrying them is refused, as Consul refuses LegacyMeta).
+   */
+  readonly legacy?: LegacyIntentionInfo;
+};
+
+export type LegacyIntentionInfo = {
+  readonly id: string;
+  readonly meta: Readonly<Record<string, string>>;
+  /** RFC 3339 times. */
+  readonly createTime: string;
+  readonly updateTime: string;
 };
 
 /** An L4 source: the action decides the whole connection. */
@@ -130,6 +144,9 @@ const SOURCE_KEYS = [
   'LegacyID', 'LegacyMeta', 'LegacyCreateTime', 'LegacyUpdateTime',
 ];
 const PERMISSION_KEYS = ['Action', 'HTTP', 'JWT'];
+
+/** The read-only legacy fields of an encoded source: stripped before an encoded entry is decoded again. */
+export const LEGACY_SOURCE_FIELDS = ['LegacyID', 'LegacyMeta', 'LegacyCreateTime', 'LegacyUpdateTime'] as const;
 const HTTP_KEYS = ['PathExact', 'PathPrefix', 'PathRegex', 'Header', 'Methods'];
 const HEADER_KEYS = ['Name', 'Present', 'Exact', 'Prefix', 'Suffix', 'Contains', 'Regex', 'Invert', 'IgnoreCase'];
 const JWT_KEYS = ['Providers'];
@@ -270,7 +287,7 @@ function decodeSource(s: WireObject, destination: string): SourceIntention {
   const description = s.string('Description');
   if (byteLength(description) > MAX_DESCRIPTION_BYTES) throw new FieldError(s.field('Description'), `exceeds maximum length ${MAX_DESCRIPTION_BYTES}`);
 
-  for (const key of ['LegacyMeta', 'LegacyCreateTime', 'LegacyUpdateTime', 'LegacyID']) {
+  for (const key of LEGACY_SOURCE_FIELDS) {
     if (hasLegacyValue(s.one(key))) throw new FieldError(s.field(key), 'must be omitted');
   }
 
@@ -367,6 +384,13 @@ function encodeSource(s: SourceIntention): JsonObject {
   out.Precedence = s.precedence;
   out.Type = s.type;
   if (s.description !== '') out.Description = s.description;
+  if (s.legacy !== undefined) {
+    out.LegacyID = s.legacy.id;
+    const meta = encodeMeta(s.legacy.meta);
+    if (meta !== undefined) out.LegacyMeta = meta;
+    out.LegacyCreateTime = s.legacy.createTime;
+    out.LegacyUpdateTime = s.legacy.updateTime;
+  }
   return out;
 }
 

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { FileStore, type Store } from './store.ts';
 import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, agentCheckJson, agentServiceJson, decodeRegistration, type CheckStatus } from './catalog.ts';
 import { CheckRunner, type CheckTimers, type Probe } from './checks.ts';
-import { Intentions, INTENTIONS, decodeExactBody } from './intentions.ts';
+import { Intentions, INTENTIONS, IntentionExistsError, decodeExactBody, decodeLegacyBody } from './intentions.ts';
 import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
 import { referencedJwtProviders } from '../config/service-intentions.ts';
 import { compileChain } from '../chain/compile.ts';
@@ -27,6 +27,8 @@ import { CaError, CsrError } from '../ca/authority.ts';
 import { parseSpiffeId } from '../ca/spiffe.ts';
 import { VERSION } from '../version.ts';
 import { renderFamilies } from '../metrics/prometheus.ts';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface AgentOptions {
   readonly host: string;
@@ -586,6 +588,54 @@ export class Agent {
       // verified the chain already. Intentions match on the service name.
       const result = this.#policy.check(id.service, target);
       sendJson(ctx.res, 200, { Authorized: result.allowed, Reason: result.reason });
+    });
+
+    // The deprecated ID API (Consul ≤1.8, still used by `intention create -meta`): the only
+    // way to give one intention its own Meta. Registered last so the named paths above
+    // (exact, check, match, explain) win over `:id`.
+    const invalid = (err: unknown): never => {
+      if (err instanceof FieldError) throw new HttpError(400, `Invalid intention: ${err.message}`);
+      throw err;
+    };
+    const uuidParam = (ctx: RequestContext): string => {
+      const id = ctx.params.id as string;
+      if (!UUID_RE.test(id)) throw new HttpError(400, `invalid intention ID ${JSON.stringify(id)}: must be a UUID`);
+      return id;
+    };
+    r.on('POST', '/v1/connect/intentions', async (ctx) => {
+      const body = parseJsonObject(await readBody(ctx.req));
+      let id: string;
+      try {
+        id = this.#intentions.createLegacy(decodeLegacyBody(body), new Date(this.#now()));
+      } catch (err) {
+        if (err instanceof IntentionExistsError) throw new HttpError(409, err.message);
+        return invalid(err);
+      }
+      await this.#republish();
+      sendJson(ctx.res, 200, { ID: id });
+    });
+    r.on('GET', '/v1/connect/intentions/:id', (ctx) => {
+      const found = this.#intentions.getById(uuidParam(ctx));
+      if (found === undefined) throw new HttpError(404, 'Intention not found');
+      sendJson(ctx.res, 200, found, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
+    });
+    r.on('PUT', '/v1/connect/intentions/:id', async (ctx) => {
+      const id = uuidParam(ctx);
+      const body = parseJsonObject(await readBody(ctx.req));
+      let updated = false;
+      try {
+        updated = this.#intentions.updateLegacy(id, decodeLegacyBody(body), new Date(this.#now()));
+      } catch (err) {
+        invalid(err);
+      }
+      if (!updated) throw new HttpError(404, 'Intention not found');
+      await this.#republish();
+      sendJson(ctx.res, 200, true);
+    });
+    r.on('DELETE', '/v1/connect/intentions/:id', async (ctx) => {
+      if (!this.#intentions.deleteById(uuidParam(ctx))) throw new HttpError(404, 'Intention not found');
+      await this.#republish();
+      sendJson(ctx.res, 200, true);
     });
     return r;
   }

@@ -7,10 +7,13 @@
 // Runs on: the control thread (agent). The data plane never sees these objects: it reads the
 // compiled table (src/authz).
 
+import { randomUUID } from 'node:crypto';
 import type { Store } from './store.ts';
 import { FieldError, type JsonObject, optString, pick, rejectUnknown } from './decode.ts';
 import { SERVICE_NAME_RE } from './catalog.ts';
 import { decodeConfigEntry, encodeConfigEntry, intentionRules, type ServiceIntentionsEntry } from '../config/entries.ts';
+import { LEGACY_SOURCE_FIELDS, type LegacyIntentionInfo, type SourceIntention } from '../config/service-intentions.ts';
+import { WireObject, decodeMeta } from '../config/wire.ts';
 
 export const INTENTIONS = 'config/service-intentions';
 
@@ -18,6 +21,8 @@ export type Action = 'allow' | 'deny';
 
 /** The legacy flattened intention object of `/v1/connect/intentions*`. */
 export interface LegacyIntention {
+  /** Only for intentions created through the legacy ID API (with CreatedAt and UpdatedAt). */
+  ID?: string;
   SourcePeer: string;
   SourcePartition: string;
   SourceNS: string;
@@ -32,6 +37,8 @@ export interface LegacyIntention {
   Description: string;
   Meta: Record<string, string>;
   Precedence: number;
+  CreatedAt?: string;
+  UpdatedAt?: string;
   CreateIndex: number;
   ModifyIndex: number;
 }
@@ -91,6 +98,39 @@ export function decodeExactBody(body: JsonObject): ExactSource {
   return { Action: action, Description: description };
 }
 
+/** A legacy ID-API intention body (`POST /v1/connect/intentions`, `PUT /v1/connect/intentions/:id`). */
+export interface LegacyBody {
+  readonly source: string;
+  readonly destination: string;
+  readonly rule: ExactSource;
+  readonly meta: Readonly<Record<string, string>>;
+}
+
+/**
+ * Body of the deprecated ID API: `{SourceName, SourceNS, DestinationName, DestinationNS,
+ * SourceType, Action | Permissions, Description, Meta}` (read-only fields a client echoes
+ * back — ID, Precedence, times, indexes — are accepted and ignored). Meta follows Consul's
+ * generic limits (64 pairs, keys ≤ 128 bytes, values ≤ 512 bytes).
+ */
+export function decodeLegacyBody(body: JsonObject): LegacyBody {
+  const readOnly = ['ID', 'Precedence', 'CreatedAt', 'UpdatedAt', 'CreateIndex', 'ModifyIndex', 'SourcePeer', 'SourcePartition', 'DestinationPartition', 'Hash'];
+  rejectUnknown(body, ['SourceType', 'Action', 'Description', 'SourceName', 'DestinationName', 'SourceNS', 'DestinationNS', 'Permissions', 'Meta', ...readOnly], '');
+  for (const k of ['SourceNS', 'DestinationNS']) {
+    const ns = optString(body, k);
+    if (ns !== undefined && ns !== '' && ns !== 'default') throw new FieldError(k, `namespaces are a Consul Enterprise feature; meshd only has "default" (got ${JSON.stringify(ns)})`);
+  }
+  const source = optString(body, 'SourceName') ?? '';
+  const destination = optString(body, 'DestinationName') ?? '';
+  validateIntentionName(source, 'SourceName');
+  validateIntentionName(destination, 'DestinationName');
+  const meta = decodeMeta(new WireObject({ Meta: pick(body, 'Meta') ?? {} }, '', ['Meta']));
+  const { Meta: _m, ...rest } = body;
+  for (const k of readOnly) delete rest[k];
+  return { source, destination, rule: decodeExactBody(rest), meta };
+}
+
+export class IntentionExistsError extends Error {}
+
 export class Intentions {
   readonly #store: Store;
 
@@ -115,14 +155,82 @@ export class Intentions {
   upsert(source: string, destination: string, rule: ExactSource): number {
     validateIntentionName(source, 'source');
     validateIntentionName(destination, 'destination');
+    return this.#put(source, destination, rule, undefined);
+  }
+
+  /**
+   * Sets one source of `destination`'s entry: re-encodes the entry, replaces the source and
+   * decodes it again (one validation path). The other sources keep their legacy ID-API
+   * fields; the written source gets `legacy` (the exact API passes none: Consul's upsert by
+   * name replaces a legacy intention with a plain one).
+   */
+  #put(source: string, destination: string, rule: ExactSource, legacy: LegacyIntentionInfo | undefined): number {
     const prev = this.entry(destination);
     const body: JsonObject = prev === undefined ? { Kind: 'service-intentions', Name: destination, Sources: [] } : encodeConfigEntry(prev.value, prev);
     const sources = ((body.Sources as JsonObject[] | undefined) ?? []).filter((s) => s.Name !== source);
     sources.push({ Name: source, Type: 'consul', ...rule });
-    // Precedence and indexes are computed by the decoder; drop the encoded read-only copies.
-    const raw = { ...body, Sources: sources.map(({ Precedence: _p, ...s }) => s) };
-    const entry = decodeConfigEntry(raw);
-    return this.#store.put(INTENTIONS, destination, entry);
+    // Precedence, indexes and the legacy fields are read-only on decode; drop the encoded copies.
+    const strip = ({ Precedence: _p, ...s }: JsonObject): JsonObject => {
+      for (const k of LEGACY_SOURCE_FIELDS) delete s[k];
+      return s;
+    };
+    const entry = decodeConfigEntry({ ...body, Sources: sources.map(strip) }) as ServiceIntentionsEntry;
+    const kept = new Map<string, LegacyIntentionInfo>();
+    for (const s of prev?.value.sources ?? []) if (s.legacy !== undefined && s.name !== source) kept.set(s.name, s.legacy);
+    if (legacy !== undefined) kept.set(source, legacy);
+    const withLegacy: ServiceIntentionsEntry = {
+      ...entry,
+      sources: entry.sources.map((s): SourceIntention => {
+        const l = kept.get(s.name);
+        return l === undefined ? s : { ...s, legacy: l };
+      }),
+    };
+    return this.#store.put(INTENTIONS, destination, withLegacy);
+  }
+
+  /**
+   * The deprecated ID API's create: refuses a pair that exists (Consul: "duplicate
+   * intention found"), stores the source with a new ID, its Meta and times; returns the ID.
+   */
+  createLegacy(b: LegacyBody, now: Date = new Date()): string {
+    if (this.entry(b.destination)?.value.sources.some((s) => s.name === b.source) === true) {
+      throw new IntentionExistsError(`duplicate intention found: ${b.source} => ${b.destination}`);
+    }
+    const id = randomUUID();
+    const t = now.toISOString();
+    this.#put(b.source, b.destination, b.rule, { id, meta: { ...b.meta }, createTime: t, updateTime: t });
+    return id;
+  }
+
+  /** The source carrying a legacy ID, with its destination. */
+  #byId(id: string): { destination: string; source: SourceIntention & { legacy: LegacyIntentionInfo } } | undefined {
+    for (const e of this.#all()) {
+      for (const s of e.value.sources) if (s.legacy?.id === id) return { destination: e.value.name, source: s as SourceIntention & { legacy: LegacyIntentionInfo } };
+    }
+    return undefined;
+  }
+
+  getById(id: string): LegacyIntention | undefined {
+    return this.list().find((i) => i.ID === id);
+  }
+
+  /**
+   * The deprecated ID API's update: the same ID keeps its source and destination (changing
+   * them is a delete and a create here; Consul moves the intention). Returns false when no
+   * intention has that ID.
+   */
+  updateLegacy(id: string, b: LegacyBody, now: Date = new Date()): boolean {
+    const found = this.#byId(id);
+    if (found === undefined) return false;
+    if (found.source.name !== b.source) throw new FieldError('SourceName', `cannot change an intention's source (${JSON.stringify(found.source.name)}); delete it and create another`);
+    if (found.destination !== b.destination) throw new FieldError('DestinationName', `cannot change an intention's destination (${JSON.stringify(found.destination)}); delete it and create another`);
+    this.#put(b.source, b.destination, b.rule, { ...found.source.legacy, meta: { ...b.meta }, updateTime: now.toISOString() });
+    return true;
+  }
+
+  deleteById(id: string): boolean {
+    const found = this.#byId(id);
+    return found !== undefined && this.delete(found.source.name, found.destination);
   }
 
   /** Writes a whole entry (`PUT /v1/config`). */
@@ -157,6 +265,7 @@ export class Intentions {
       e.value.sources.forEach((s, i) => {
         const perms = wireSources[i]?.Permissions;
         out.push({
+          ...(s.legacy === undefined ? {} : { ID: s.legacy.id }),
           SourcePeer: '',
           SourcePartition: '',
           SourceNS: 'default',
@@ -168,8 +277,9 @@ export class Intentions {
           Action: s.layer === 'l4' ? s.action : '',
           Permissions: s.layer === 'l7' && Array.isArray(perms) ? perms : null,
           Description: s.description,
-          Meta: { ...e.value.meta },
+          Meta: { ...(s.legacy?.meta ?? e.value.meta) },
           Precedence: s.precedence,
+          ...(s.legacy === undefined ? {} : { CreatedAt: s.legacy.createTime, UpdatedAt: s.legacy.updateTime }),
           CreateIndex: e.createIndex,
           ModifyIndex: e.modifyIndex,
         });

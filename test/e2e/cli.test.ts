@@ -93,6 +93,32 @@ describe('meshd CLI', () => {
       assert.match(get.stdout, /Action:\s+allow/);
     });
 
+    test('intention create -meta stores per-intention Meta (legacy ID API); get and delete take the ID', async () => {
+      const c = await meshd(['intention', 'create', '-deny', '-meta', 'team=payments', '-meta', 'ticket=OPS-1', '-http-addr', http, 'mweb', 'mdb']);
+      assert.equal(c.code, 0, c.stderr);
+      const get = await meshd(['intention', 'get', '-http-addr', http, 'mweb', 'mdb']);
+      assert.match(get.stdout, /Action:\s+deny/);
+      assert.match(get.stdout, /Meta:\s+team=payments, ticket=OPS-1/);
+      const id = /ID:\s+([0-9a-f-]{36})/.exec(get.stdout)?.[1];
+      assert.ok(id !== undefined, get.stdout);
+      const again = await meshd(['intention', 'create', '-meta', 'team=x', '-http-addr', http, 'mweb', 'mdb']);
+      assert.equal(again.code, 1, 'no -replace: refused');
+      const replaced = await meshd(['intention', 'create', '-replace', '-allow', '-meta', 'team=risk', '-http-addr', http, 'mweb', 'mdb']);
+      assert.equal(replaced.code, 0, replaced.stderr);
+      const get2 = await meshd(['intention', 'get', '-http-addr', http, 'mweb', 'mdb']);
+      assert.match(get2.stdout, /Action:\s+allow/);
+      assert.match(get2.stdout, /Meta:\s+team=risk$/m);
+      const id2 = /ID:\s+([0-9a-f-]{36})/.exec(get2.stdout)?.[1] as string;
+      assert.notEqual(id2, id);
+      const byId = await meshd(['intention', 'get', '-http-addr', http, id2]);
+      assert.match(byId.stdout, /Source:\s+mweb/);
+      assert.equal((await meshd(['intention', 'delete', '-http-addr', http, id2])).code, 0);
+      assert.equal((await meshd(['intention', 'get', '-http-addr', http, 'mweb', 'mdb'])).code, 2, 'gone (intention errors exit 2)');
+      const bad = await meshd(['intention', 'create', '-meta', 'novalue', '-http-addr', http, 'mweb', 'mdb']);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /-meta "novalue" must be KEY=VALUE/);
+    });
+
     test('intention match lists what applies in evaluation order; explain names the deciding intention', async () => {
       for (const [src, dst, flag] of [['web', 'db', '-allow'], ['*', 'db', '-deny'], ['web', '*', '-deny'], ['ops', 'cache', '-allow']] as const) {
         const r = await meshd(['intention', 'create', flag, '-http-addr', http, src, dst]);

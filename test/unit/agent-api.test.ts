@@ -331,6 +331,58 @@ test('GET /v1/connect/intentions?filter= selects with Consul bexpr and refuses u
   for (const [src, dst] of [['fa', 'fdb'], ['fb', 'fdb'], ['fa', 'fcache']]) await call('DELETE', `/v1/connect/intentions/exact?source=${src}&destination=${dst}`);
 });
 
+test('the legacy ID API: create with Meta, read and update by ID, filter on Meta, duplicate refused, config writes keep it read-only', async () => {
+  const created = await call('POST', '/v1/connect/intentions', { SourceName: 'lweb', DestinationName: 'ldb', SourceType: 'consul', Action: 'allow', Description: 'legacy', Meta: { team: 'payments' } });
+  assert.equal(created.status, 200, created.text);
+  const { ID } = created.json<{ ID: string }>();
+  assert.match(ID, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+
+  const dup = await call('POST', '/v1/connect/intentions', { SourceName: 'lweb', DestinationName: 'ldb', Action: 'deny' });
+  assert.equal(dup.status, 409);
+  assert.match(dup.text, /duplicate intention found: lweb => ldb/);
+
+  // A second source on the same destination, written by name, must not disturb the legacy one.
+  assert.equal((await call('PUT', '/v1/connect/intentions/exact?source=lother&destination=ldb', { Action: 'deny' })).status, 200);
+
+  type Legacy = { ID?: string; Meta: Record<string, string>; Action: string; CreatedAt?: string; UpdatedAt?: string; SourceName: string };
+  const byId = await call('GET', `/v1/connect/intentions/${ID}`);
+  assert.equal(byId.status, 200);
+  const got = byId.json<Legacy>();
+  assert.deepEqual([got.ID, got.Meta, got.Action, got.CreatedAt, got.UpdatedAt], [ID, { team: 'payments' }, 'allow', new Date(NOW).toISOString(), new Date(NOW).toISOString()]);
+  const plain = (await call('GET', '/v1/connect/intentions/exact?source=lother&destination=ldb')).json<Legacy>();
+  assert.equal(plain.ID, undefined, 'an intention written by name has no legacy ID');
+  assert.deepEqual(plain.Meta, {});
+
+  const filtered = await call('GET', `/v1/connect/intentions?filter=${encodeURIComponent('Meta.team == "payments"')}`);
+  assert.deepEqual(filtered.json<Legacy[]>().map((i) => i.SourceName), ['lweb']);
+
+  // The config entry shows the legacy fields, read-only: writing them back is refused.
+  const entry = (await call('GET', '/v1/config/service-intentions/ldb')).json<{ Sources: Record<string, unknown>[] }>();
+  const src = entry.Sources.find((x) => x.Name === 'lweb');
+  assert.deepEqual([src?.LegacyID, src?.LegacyMeta], [ID, { team: 'payments' }]);
+  const writeBack = await call('PUT', '/v1/config', { Kind: 'service-intentions', Name: 'ldb', Sources: entry.Sources });
+  assert.equal(writeBack.status, 400);
+  assert.match(writeBack.text, /LegacyID: must be omitted|LegacyMeta: must be omitted/);
+
+  const upd = await call('PUT', `/v1/connect/intentions/${ID}`, { SourceName: 'lweb', DestinationName: 'ldb', Action: 'deny', Meta: { team: 'risk' } });
+  assert.equal(upd.status, 200, upd.text);
+  const after = (await call('GET', `/v1/connect/intentions/${ID}`)).json<Legacy>();
+  assert.deepEqual([after.Action, after.Meta, after.CreatedAt], ['deny', { team: 'risk' }, new Date(NOW).toISOString()]);
+  assert.equal((await call('GET', '/v1/connect/intentions/check?source=lweb&destination=ldb')).json<{ Allowed: boolean }>().Allowed, false);
+  const move = await call('PUT', `/v1/connect/intentions/${ID}`, { SourceName: 'lweb', DestinationName: 'elsewhere', Action: 'deny' });
+  assert.equal(move.status, 400);
+  assert.match(move.text, /DestinationName: cannot change/);
+  const badMeta = await call('POST', '/v1/connect/intentions', { SourceName: 'x', DestinationName: 'ldb', Action: 'allow', Meta: { k: 'v'.repeat(513) } });
+  assert.equal(badMeta.status, 400);
+  assert.match(badMeta.text, /Meta: value for key "k" exceeds maximum length 512/);
+
+  assert.equal((await call('DELETE', `/v1/connect/intentions/${ID}`)).status, 200);
+  assert.equal((await call('GET', `/v1/connect/intentions/${ID}`)).status, 404);
+  assert.equal((await call('GET', '/v1/connect/intentions/not-a-uuid')).status, 400);
+  assert.equal((await call('GET', '/v1/connect/intentions/exact?source=lother&destination=ldb')).status, 200, 'the other source stays');
+  await call('DELETE', '/v1/connect/intentions/exact?source=lother&destination=ldb');
+});
+
 test('explain with a path evaluates L7 permissions as the data plane does: normalised path, first match, default policy', async () => {
   const entry = {
     Kind: 'service-intentions',
