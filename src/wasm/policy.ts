@@ -33,6 +33,14 @@ const REUSE = 0x40000000;
 const NO_NAME = MAX_NAME_BYTES + 1;
 /** decide() result when the half lies beyond the confirmed limit. */
 const NEED_REFRESH = -1;
+/** decideId() result when the published generation is not the one the cached id belongs to. */
+const STALE = -2;
+/**
+ * Bound of the per-generation source name → id cache. A sidecar's callers are a few services,
+ * and names come from certificates our CA signed; a full cache admits no more names until the
+ * next generation (clearing it instead would make a caller with many peers pay for churn).
+ */
+const MAX_CACHED_IDS = 1024;
 const VIEW_REFRESH_ATTEMPTS = 1000;
 
 interface PolicyExports {
@@ -44,6 +52,8 @@ interface PolicyExports {
   leave(this: void): void;
   hash(this: void, key0: number, key1: number, ptr: number, len: number): number;
   decide(this: void, srcPtr: number, srcLen: number, dstPtr: number, dstLen: number): number;
+  decideId(this: void, srcId: number, idGeneration: number, dstPtr: number, dstLen: number): number;
+  lastSrcId(this: void): number;
 }
 
 export const POLICY_WASM_URL = new URL('./policy.wasm', import.meta.url);
@@ -114,6 +124,11 @@ export class WasmPolicyProbe {
   readonly #reader: PolicyTableReader;
   readonly #exports: PolicyExports;
   readonly #decide: (srcPtr: number, srcLen: number, dstPtr: number, dstLen: number) => number;
+  readonly #decideId: (srcId: number, idGeneration: number, dstPtr: number, dstLen: number) => number;
+  // Source name → interned id, all for generation #idGen (0 = empty). Skips encoding, hashing
+  // and the name-table probe for a source seen before in this generation.
+  readonly #ids = new Map<string, number>();
+  #idGen = 0;
   readonly #scratch: Uint8Array;
   #closed = false;
   // Names whose bytes are in scratch now; null = unknown (after an error or before any call).
@@ -135,6 +150,7 @@ export class WasmPolicyProbe {
     }
     this.#exports.init(readerEpochWord(readerSlot) * 4, memory.buffer.byteLength);
     this.#decide = this.#exports.decide;
+    this.#decideId = this.#exports.decideId;
     this.#scratch = new Uint8Array(this.#exports.scratch.buffer);
   }
 
@@ -156,14 +172,6 @@ export class WasmPolicyProbe {
     if (this.#closed) {
       throw new PolicyTableError(PolicyTableErrorCode.BAD_SLOT, 'this WasmPolicyProbe was closed');
     }
-    let sl: number;
-    if (source === this.#srcName) {
-      sl = this.#srcLen | REUSE;
-    } else {
-      this.#srcName = null;
-      sl = this.#srcLen = encodeName(source, this.#scratch, SRC_OFFSET);
-      this.#srcName = source;
-    }
     let dl: number;
     if (destination === this.#dstName) {
       dl = this.#dstLen | REUSE;
@@ -173,16 +181,52 @@ export class WasmPolicyProbe {
       this.#dstName = destination;
     }
     try {
-      const d = this.#decide(SRC_OFFSET, sl, DST_OFFSET, dl);
-      if (d !== NEED_REFRESH) return d;
-      return this.#decideAfterGrowth(sl, dl);
+      if (source !== this.#srcName && this.#idGen !== 0) {
+        const id = this.#ids.get(source);
+        if (id !== undefined) {
+          // The module's one-entry source cache now holds this id, not the scratch bytes' name.
+          this.#srcName = null;
+          const gen = this.#idGen;
+          let d = this.#decideId(id, gen, DST_OFFSET, dl);
+          if (d === NEED_REFRESH) d = this.#afterGrowth(() => this.#decideId(id, gen, DST_OFFSET, dl));
+          if (d !== STALE) return d;
+          this.#ids.clear();
+          this.#idGen = 0;
+        }
+      }
+      let sl: number;
+      const fresh = source !== this.#srcName;
+      if (fresh) {
+        sl = this.#srcLen = encodeName(source, this.#scratch, SRC_OFFSET);
+        this.#srcName = source;
+      } else {
+        sl = this.#srcLen | REUSE;
+      }
+      let d = this.#decide(SRC_OFFSET, sl, DST_OFFSET, dl);
+      if (d === NEED_REFRESH) d = this.#afterGrowth(() => this.#decide(SRC_OFFSET, sl, DST_OFFSET, dl));
+      if (fresh) this.#remember(source);
+      return d;
     } catch (e) {
       // A trap (corrupt table) must not leave the epoch announced, or the writer stalls.
       this.#exports.leave();
       this.#srcName = null;
       this.#dstName = null;
+      this.#ids.clear();
+      this.#idGen = 0;
       throw e;
     }
+  }
+
+  /** Caches the id the last by-name decide() interned for `source`, for the generation it read. */
+  #remember(source: string): void {
+    const g = this.#exports.lastGeneration();
+    if (g === 0) return;
+    if (g !== this.#idGen) {
+      this.#ids.clear();
+      this.#idGen = g;
+    }
+    // Full: keep the names already in (the frequent ones came first) rather than churn.
+    if (this.#ids.size < MAX_CACHED_IDS) this.#ids.set(source, this.#exports.lastSrcId());
   }
 
   /** The rule at `index` if `generation` is still the published one (PolicyTableReader.ruleAtGeneration). */
@@ -198,10 +242,10 @@ export class WasmPolicyProbe {
     this.#reader.close();
   }
 
-  #decideAfterGrowth(sl: number, dl: number): number {
+  #afterGrowth(call: () => number): number {
     for (let attempt = 0; attempt < VIEW_REFRESH_ATTEMPTS; attempt++) {
       this.#exports.setLimit(this.#memory.buffer.byteLength);
-      const d = this.#decide(SRC_OFFSET, sl, DST_OFFSET, dl);
+      const d = call();
       if (d !== NEED_REFRESH) return d;
     }
     throw new PolicyTableError(PolicyTableErrorCode.STALE_VIEW,

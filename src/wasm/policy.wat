@@ -251,7 +251,23 @@
     (select (i32.const 4) (i32.const 5)
       (i32.and (i32.load $m offset=20 (local.get $half)) (i32.const 1))))
 
+  ;; Interned id of the source on the last decide(), valid for lastGeneration() (-1: not a name).
+  (func (export "lastSrcId") (result i32)
+    (global.get $srcId))
+
+  ;; decide() for a source whose id the wrapper already knows for generation $idGen (its
+  ;; per-generation name → id cache): when the announced generation is another one, returns -2
+  ;; (STALE) with the epoch cleared, and the wrapper decides by name instead.
+  (func (export "decideId") (param $id i32) (param $idGen i32) (param $dp i32) (param $dl i32) (result i32)
+    (global.set $srcGen (local.get $idGen))
+    (global.set $srcId (local.get $id))
+    (call $decideIn (local.get $idGen) (i32.const 0) (i32.const 0x40000000) (local.get $dp) (local.get $dl)))
+
   (func (export "decide") (param $sp i32) (param $sl i32) (param $dp i32) (param $dl i32) (result i32)
+    (call $decideIn (i32.const 0) (local.get $sp) (local.get $sl) (local.get $dp) (local.get $dl)))
+
+  ;; $want: 0, or the only generation the caller's source id is valid for.
+  (func $decideIn (param $want i32) (param $sp i32) (param $sl i32) (param $dp i32) (param $dl i32) (result i32)
     (local $g i32) (local $now i32) (local $h4 i32) (local $half i32) (local $end i32) (local $r i32)
     ;; R1–R3: announce a generation that is still current
     (local.set $g (i32.atomic.load (i32.const 8)))                   ;; HDR_GENERATION
@@ -263,6 +279,11 @@
         (local.set $g (local.get $now))
         (br $retry)))
     (global.set $gen (local.get $g))
+    (if (i32.and (i32.ne (local.get $want) (i32.const 0)) (i32.ne (local.get $want) (local.get $g)))
+      (then
+        (call $leave)
+        (global.set $srcGen (i32.const 0))
+        (return (i32.const -2))))
     ;; nothing published yet: fail closed
     (if (i32.eqz (local.get $g))
       (then

@@ -102,6 +102,24 @@ test('same names across a re-publish: cached ids are not reused from the old gen
   assert.equal(probe.generation(), 6);
 });
 
+test('the per-generation source id cache: alternating sources agree with the TS reader before and after a re-publish that renumbers them', async () => {
+  const writer = new PolicyTableWriter({ maxReaders: 2 });
+  const reader = new PolicyTableReader(writer.memory, 0);
+  const probe = new WasmPolicyProbe(writer.memory, 1);
+  const names = Array.from({ length: 50 }, (_v, i) => `svc-${i}`);
+  for (let round = 0; round < 4; round++) {
+    // Each round interns the names in another order (other ids) and flips which are allowed.
+    const order = round % 2 === 0 ? names : [...names].reverse();
+    const intentions: IntentionRule[] = order.map((n, i) => ({ source: n, destination: 'db', action: (i + round) % 3 === 0 ? 'deny' : 'allow' }));
+    await writer.publish(compileIntentions({ intentions, defaultAllow: false, hashKey: [round + 1, round * 31] }));
+    // Alternating sources never repeat the previous call's name, so after the first pass each
+    // decision comes from the id cache; 'nobody' caches "not interned".
+    for (let pass = 0; pass < 3; pass++) {
+      for (const src of [...names, 'nobody']) assert.equal(probe.decide(src, 'db'), reader.decide(src, 'db'), `round ${round} pass ${pass}: ${src}`);
+    }
+  }
+});
+
 test('memory growth: a probe created on the first page reads halves relocated beyond it', async () => {
   const writer = new PolicyTableWriter({ maxReaders: 2, initialPages: 1, maximumPages: 256 });
   const reader = new PolicyTableReader(writer.memory, 0);
