@@ -9,6 +9,7 @@
 // Runs on: the CLI and the control thread, never per request.
 
 import { parseJson } from '../control/decode.ts';
+import { formatScanError, scanHcl, scanJson } from './scan.ts';
 
 export class ConfigSyntaxError extends Error {
   override readonly name = 'ConfigSyntaxError';
@@ -18,14 +19,23 @@ function looksLikeJson(text: string): boolean {
   return /^\s*\{/.test(text);
 }
 
+/**
+ * Parses a config file's text (JSON or HCL v1). Before any parser runs, ./scan.ts refuses
+ * nesting deeper than 64 levels, keys given twice in one object and `__proto__` keys, with
+ * the line and column.
+ */
 export async function parseConfigText(text: string, source: string): Promise<unknown> {
   if (looksLikeJson(text)) {
+    const bad = scanJson(text);
+    if (bad !== null) throw new ConfigSyntaxError(`${source}: invalid JSON: ${formatScanError(bad)}`);
     try {
       return parseJson(text);
     } catch (err) {
       throw new ConfigSyntaxError(`${source}: invalid JSON: ${(err as Error).message}`);
     }
   }
+  const bad = scanHcl(text);
+  if (bad !== null) throw new ConfigSyntaxError(`${source}: invalid HCL: ${formatScanError(bad)}`);
   const { default: hcl } = await import('js-hcl-parser');
   const out = hcl.parse(text);
   if (out.startsWith('unable to parse')) {

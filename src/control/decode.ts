@@ -4,6 +4,8 @@
 // lower-casing it and dropping underscores. Every failure is a FieldError that names the
 // field, which the API turns into a 400 and which never reaches the store.
 
+import { formatScanError, scanJson } from '../config/scan.ts';
+
 export class FieldError extends Error {
   override readonly name = 'FieldError';
   readonly field: string;
@@ -111,6 +113,9 @@ function rebuildJson(text: string): unknown {
 }
 
 export function parseJsonObject(text: string, what = 'body'): JsonObject {
+  // Depth, duplicate and __proto__ keys, and syntax with a line number (src/config/scan.ts).
+  const bad = text.trim() === '' ? null : scanJson(text);
+  if (bad !== null) throw new FieldError(what, `invalid JSON: ${formatScanError(bad)}`);
   let value: unknown;
   try {
     value = text.trim() === '' ? {} : parseJson(text);

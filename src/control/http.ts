@@ -75,6 +75,9 @@ export class Router {
         res.destroy();
         return;
       }
+      // A body left unread (413, or a handler that failed before reading it) must not be
+      // parsed as the next request: say the connection closes, and close it.
+      if (!req.complete) res.shouldKeepAlive = false;
       if (err instanceof HttpError) sendText(res, err.status, err.message);
       else if (err instanceof FieldError) sendText(res, 400, `Request decode failed: ${err.message}`);
       else sendText(res, 500, `internal error: ${(err as Error).message}`);
