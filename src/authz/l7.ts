@@ -199,20 +199,7 @@ export function normalizeRequestPath(rawTarget: string): NormalizedTarget {
 }
 
 // ---------------------------------------------------------------------------------------
-// Header checks and lookup
-
-/**
- * HeadersWithUnderscoresAction = REJECT_REQUEST (Consul's secure setting, Envoy's edge
- * guidance): the first header name holding `_`, or null. `rawHeaders` is Node's flat
- * `req.rawHeaders` list (name, value, name, value, ...). Reject with 400 when non-null.
- */
-export function findUnderscoreHeader(rawHeaders: readonly string[]): string | null {
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
-    if (name.includes('_')) return name;
-  }
-  return null;
-}
+// Header lookup (header checks: src/dataplane/http-guard.ts)
 
 /** True when `name` (ASCII) equals the lower-case `lower` ignoring ASCII case. */
 function nameEquals(name: string, lower: string): boolean {

@@ -12,15 +12,16 @@
 // (504). Once the response has begun it streams for as long as it takes: Envoy's route
 // timeout also cuts long downloads, which Consul users trip over; meshd does not.
 
-import * as http from 'node:http';
+import type * as http from 'node:http';
 import * as net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
-import { findUnderscoreHeader, normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
+import { normalizeRequestPath, rawHeaderValue } from '../authz/l7.ts';
 import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
-import { countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
+import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
 import { XFCC, afterRequestBody, forwardHeaders, hasBody } from './http-headers.ts';
 import { answerLocally, forward } from './http-forward.ts';
+import { checkRequestHead, guardedServer, isPoisoned, poison } from './http-guard.ts';
 
 export interface Peer {
   /** The caller's service name (from its SPIFFE ID). */
@@ -102,8 +103,7 @@ export class HttpInbound {
 
   constructor(deps: HttpInboundDeps) {
     this.#deps = deps;
-    this.#server = http.createServer({ keepAliveTimeout: DOWNSTREAM_KEEPALIVE_MS, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => this.#onRequest(req, res));
-    this.#server.on('clientError', (_err, socket) => socket.destroy());
+    this.#server = guardedServer(DOWNSTREAM_KEEPALIVE_MS, (req, res) => this.#onRequest(req, res), () => countFlag(this.#deps.metrics, 'bad_request'));
   }
 
   #pool(connectTimeoutMs: number): Pool {
@@ -159,21 +159,17 @@ export class HttpInbound {
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const start = performance.now();
     const peer = this.#peers.get(req.socket);
-    if (peer === undefined) {
+    if (peer === undefined || isPoisoned(req)) {
       res.destroy();
       return;
     }
     const norm = normalizeRequestPath(req.url ?? '');
     if (accessLogOn()) logWhenDone(res, start, { dir: 'inbound', src: peer.service, method: req.method ?? '', path: norm.ok ? norm.path : '-' });
-    if (!norm.ok) {
-      req.resume();
-      this.#local(res, start, 400, 'bad_request', `bad request path: ${norm.detail}`);
-      return;
-    }
-    const underscore = findUnderscoreHeader(req.rawHeaders);
-    if (underscore !== null) {
-      req.resume();
-      this.#local(res, start, 400, 'bad_request', `header names with underscores are refused: ${underscore}`);
+    // An ambiguous or unreadable request ends the connection (http-guard.ts).
+    const head = checkRequestHead(req.rawHeaders);
+    if (head !== null || !norm.ok) {
+      poison(req, res);
+      this.#local(res, start, head?.status ?? 400, 'bad_request', head !== null ? head.detail : `bad request path: ${norm.ok ? '' : norm.detail}`);
       return;
     }
     const method = req.method ?? 'GET';

@@ -13,10 +13,11 @@
 // replayed; Envoy buffers it instead, up to a limit). The route timeout covers every attempt
 // and ends when the response begins: a long download is not cut.
 
-import * as http from 'node:http';
+import type * as http from 'node:http';
 import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import { Pool } from 'undici';
+import { checkRequestHead, guardedServer, isPoisoned, poison } from './http-guard.ts';
 import { normalizeRequestPath } from '../authz/l7.ts';
 import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
 import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
@@ -123,8 +124,7 @@ export class HttpUpstream {
     this.#deps = deps;
     this.#random = deps.random ?? Math.random;
     this.#now = deps.now ?? Date.now;
-    this.#server = http.createServer({ keepAliveTimeout: 60_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => this.#onRequest(req, res));
-    this.#server.on('clientError', (_err, socket) => socket.destroy());
+    this.#server = guardedServer(60_000, (req, res) => this.#onRequest(req, res), () => countFlag(this.#deps.metrics, 'bad_request'));
   }
 
   /** The pool for one instance, made on first use. */
@@ -289,6 +289,10 @@ export class HttpUpstream {
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const start = performance.now();
+    if (isPoisoned(req)) {
+      res.destroy();
+      return;
+    }
     const chain = this.#chain;
     const routes = this.#routes;
     if (chain === null || routes === null) {
@@ -298,9 +302,11 @@ export class HttpUpstream {
     }
     const norm = normalizeRequestPath(req.url ?? '');
     if (accessLogOn()) logWhenDone(res, start, { dir: 'outbound', upstream: this.#deps.name, method: req.method ?? '', path: norm.ok ? norm.path : '-' });
-    if (!norm.ok) {
-      req.resume();
-      this.#local(res, start, 400, 'bad_request', `bad request path: ${norm.detail}`);
+    // An ambiguous or unreadable request ends the connection (http-guard.ts).
+    const head = checkRequestHead(req.rawHeaders);
+    if (head !== null || !norm.ok) {
+      poison(req, res);
+      this.#local(res, start, head?.status ?? 400, 'bad_request', head !== null ? head.detail : `bad request path: ${norm.ok ? '' : norm.detail}`);
       return;
     }
     const method = req.method ?? 'GET';

@@ -4,7 +4,6 @@ import fc from 'fast-check';
 import {
   L7_REASONS,
   compileL7Sources,
-  findUnderscoreHeader,
   normalizeRequestPath,
   rawHeaderValue,
 } from '../../src/authz/l7.ts';
@@ -192,12 +191,6 @@ test('normalizeRequestPath: dot removal agrees with the WHATWG URL parser (then 
 
 // ---------------------------------------------------------------------------------------
 // Headers
-
-test('findUnderscoreHeader: first underscored name in rawHeaders, values ignored', () => {
-  assert.equal(findUnderscoreHeader([]), null);
-  assert.equal(findUnderscoreHeader(['Host', 'a', 'X-User', 'x_y']), null);
-  assert.equal(findUnderscoreHeader(['Host', 'a', 'X_User', 'admin', 'y_z', '1']), 'X_User');
-});
 
 test('rawHeaderValue: case-insensitive name, repeated values joined with "," in order', () => {
   const raw = ['Host', 'h', 'X-Tenant', 'a', 'x-other', 'o', 'x-TENANT', 'b', 'Authorization', 't1', 'authorization', 't2'];
