@@ -8,13 +8,9 @@ import { readFileSync } from 'node:fs';
 import { collapseBlocks, parseConfigText } from '../config/hcl.ts';
 import { FieldError, type JsonObject } from '../control/decode.ts';
 import { SERVICE_OBJECT_KEYS, decodeRegistration } from '../control/catalog.ts';
-import { AgentClient } from '../control/client.ts';
-import { parseFlags, parseHttpAddr, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
-
-const HTTP_ADDR: FlagSpecs = {
-  'http-addr': { kind: 'string', help: 'Address of the meshd agent API', placeholder: 'HOST:PORT', default: '127.0.0.1:8500', env: 'MESHD_HTTP_ADDR' },
-  token: { kind: 'string', help: 'ACL token sent as X-Consul-Token', placeholder: 'TOKEN', env: 'MESHD_HTTP_TOKEN' },
-};
+import type { AgentClient } from '../control/client.ts';
+import { parseFlags, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
+import { HTTP_API_FLAGS as HTTP_ADDR, apiClient } from './http-api.ts';
 
 const REGISTER_FLAGS: FlagSpecs = {
   ...HTTP_ADDR,
@@ -98,7 +94,7 @@ export async function readDefinitions(file: string): Promise<ServiceDefinition[]
 }
 
 function agent(f: ParsedFlags): AgentClient {
-  return new AgentClient(parseHttpAddr(f.strings.get('http-addr') ?? '127.0.0.1:8500'), f.strings.get('token') ?? null);
+  return apiClient(f);
 }
 
 function fromFlags(f: ParsedFlags): ServiceDefinition[] {

@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { FileStore, type Store } from './store.ts';
-import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, agentCheckJson, agentServiceJson, decodeRegistration, type CheckStatus } from './catalog.ts';
+import { Catalog, CHECKS, SERVICES, SERVICE_NAME_RE, SIDECAR_SUFFIX, agentCheckJson, agentServiceJson, decodeRegistration, type CheckStatus } from './catalog.ts';
 import { CheckRunner, type CheckTimers, type Probe } from './checks.ts';
 import { Intentions, INTENTIONS, IntentionExistsError, decodeExactBody, decodeLegacyBody } from './intentions.ts';
 import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
@@ -17,7 +17,7 @@ import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
 import { CaState, CA_TABLE } from './ca-state.ts';
 import { LeafCache } from './leaf-cache.ts';
-import { Acl, decodeTokenBody, requestToken } from './acl.ts';
+import { Acl, decodeTokenBody, extractToken, type Access, type Caller } from './acl.ts';
 import { CsrLimiter } from './rate-limit.ts';
 import { PolicyEngine } from './policy.ts';
 import { FieldError, parseDuration, parseJsonObject, reqString } from './decode.ts';
@@ -38,7 +38,11 @@ export interface AgentOptions {
   readonly datacenter: string;
   readonly nodeName?: string;
   readonly defaultAllow: boolean;
-  /** `-dev`: loopback callers without a token may obtain certificates for any service. */
+  /**
+   * `-dev`: ACLs off (acl.ts): callers without a token may do everything but manage tokens,
+   * and obtain certificates from loopback only. Otherwise every route but the public reads
+   * needs a token.
+   */
   readonly dev?: boolean;
   /** Consul's acl.tokens.initial_management: may do anything, including creating tokens. */
   readonly managementToken?: string | null;
@@ -174,17 +178,64 @@ export class Agent {
     await this.#policy.update(this.#intentions.rules());
   }
 
+  /** Resolves the caller and checks the route's access class (acl.ts); 400/403 otherwise. */
+  #authorize(ctx: RequestContext, access: Access): Caller {
+    const t = extractToken(ctx.req, ctx.url);
+    if (!t.ok) throw new HttpError(t.status, t.message);
+    const r = this.#acl.resolve(t.token, ctx.req.socket.remoteAddress);
+    if (!r.ok) throw new HttpError(r.status, r.message);
+    const d = this.#acl.admits(r.caller, access);
+    if (!d.ok) throw new HttpError(d.status, d.message);
+    return r.caller;
+  }
+
+  /** Refuses (403) unless the caller may write every one of `services` (acl.ts mayWrite). */
+  #requireWrite(caller: Caller, services: Iterable<string>): void {
+    for (const name of services) {
+      const d = this.#acl.mayWrite(caller, name);
+      if (!d.ok) throw new HttpError(d.status, d.message);
+    }
+  }
+
+  /** The services a registered instance speaks for: its name, and a proxy's destination. */
+  #instanceNames(serviceId: string): string[] {
+    const s = this.#catalog.service(serviceId);
+    if (s === undefined) return [];
+    return s.Proxy === null ? [s.Service] : [s.Service, s.Proxy.DestinationServiceName];
+  }
+
   #routes(): Router {
     const r = new Router();
+    // Every route declares who may call it (acl.ts Access; docs/ARCHITECTURE.md, "API
+    // authorization"); the check runs before the body is read, so a refused request changes
+    // nothing. `service` routes check the service they act for themselves, with the caller.
+    const on = (
+      methods: string | readonly string[],
+      path: string,
+      access: Access,
+      handler: (ctx: RequestContext, caller: Caller) => Promise<void> | void,
+      onRefused?: () => void,
+    ): void => {
+      r.on(methods, path, (ctx) => {
+        let caller: Caller;
+        try {
+          caller = this.#authorize(ctx, access);
+        } catch (err) {
+          onRefused?.();
+          throw err;
+        }
+        return handler(ctx, caller);
+      });
+    };
 
-    r.on('GET', '/v1/agent/self', (ctx) => {
+    on('GET', '/v1/agent/self', 'read', (ctx) => {
       sendJson(ctx.res, 200, {
         Config: { Datacenter: this.#opts.datacenter, NodeName: this.#catalog.node.Node, Version: VERSION, Server: true },
         Member: { Name: this.#catalog.node.Node, Addr: this.#opts.host },
       });
     });
     // Consul's agent metrics endpoint; only the Prometheus format is served.
-    r.on('GET', '/v1/agent/metrics', (ctx) => {
+    on('GET', '/v1/agent/metrics', 'read', (ctx) => {
       if (ctx.url.searchParams.get('format') !== 'prometheus') throw new HttpError(400, 'meshd serves agent metrics as Prometheus text only: add ?format=prometheus');
       const roots = (this.#ca.rootsResponse() as { Roots: unknown[] }).Roots.length;
       const text = renderFamilies([
@@ -203,7 +254,7 @@ export class Agent {
       ctx.res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
       ctx.res.end(text);
     });
-    r.on('GET', '/v1/status/leader', (ctx) => sendJson(ctx.res, 200, `${this.address.address}:${this.address.port}`));
+    on('GET', '/v1/status/leader', 'public', (ctx) => sendJson(ctx.res, 200, `${this.address.address}:${this.address.port}`));
 
     // --- CA ---
     const roots = async (ctx: RequestContext): Promise<void> => {
@@ -215,15 +266,18 @@ export class Agent {
       }
       await this.#blocking(ctx, [CA_TABLE], () => this.#ca.rootsResponse());
     };
-    r.on('GET', '/v1/connect/ca/roots', roots);
-    r.on('GET', '/v1/agent/connect/ca/roots', roots);
+    on('GET', '/v1/connect/ca/roots', 'public', roots);
+    on('GET', '/v1/agent/connect/ca/roots', 'public', roots);
     // meshd's own signing endpoint: Consul signs over an internal RPC (ConnectCA.Sign), so
     // there is no Consul path to mirror. Body {"CSR": "<PEM>"}; reply: Consul's IssuedCert
     // without PrivateKeyPEM (the key never left the proxy). The caller must be allowed to act
     // for the CSR's service (src/control/acl.ts); CSRs are admitted by CSRMaxPerSecond or
     // CSRMaxConcurrent and refused beyond that with 429 and Retry-After.
-    r.on(['PUT', 'POST'], '/v1/connect/ca/sign', async (ctx) => {
-      const scope = this.#acl.scopeFor(requestToken(ctx.req, ctx.url), ctx.req.socket.remoteAddress);
+    const csrRefused = (): void => {
+      this.#csr.permission++;
+    };
+    on(['PUT', 'POST'], '/v1/connect/ca/sign', 'service', async (ctx, caller) => {
+      const scope = this.#acl.certificateScope(caller);
       if (!scope.ok) {
         this.#csr.permission++;
         throw new HttpError(scope.status, scope.message);
@@ -250,19 +304,22 @@ export class Agent {
       } finally {
         admission.release();
       }
-    });
-    r.on('GET', '/v1/agent/connect/ca/leaf/:service', async (ctx) => {
+    }, csrRefused);
+    // Consul's leaf endpoint: the one route that serves a private key (the agent generates it),
+    // so only to a caller with service:write on the service.
+    on('GET', '/v1/agent/connect/ca/leaf/:service', 'service', async (ctx, caller) => {
       const service = ctx.params.service as string;
       if (!SERVICE_NAME_RE.test(service)) throw new HttpError(400, `invalid service name ${JSON.stringify(service)}`);
-      const decision = this.#acl.mayActFor(service, requestToken(ctx.req, ctx.url), ctx.req.socket.remoteAddress);
-      if (!decision.ok) throw new HttpError(decision.status, decision.message);
+      const scope = this.#acl.certificateScope(caller);
+      if (!scope.ok) throw new HttpError(scope.status, scope.message);
+      if (scope.services !== '*' && !scope.services.includes(service)) throw new HttpError(403, `Permission denied: token lacks permission 'service:write' on "${service}"`);
       const p = blockingParams(ctx.url);
       const leaf = await this.#leaves.get(service, p?.index ?? null, p?.waitMs ?? 0, ctx.signal);
       if (ctx.signal.aborted) return;
       sendJson(ctx.res, 200, leaf, this.#consulHeaders(leaf.ModifyIndex));
     });
-    r.on('GET', '/v1/connect/ca/configuration', (ctx) => this.#blocking(ctx, [CA_TABLE], () => this.#ca.configResponse()));
-    r.on('PUT', '/v1/connect/ca/configuration', async (ctx) => {
+    on('GET', '/v1/connect/ca/configuration', 'operator', (ctx) => this.#blocking(ctx, [CA_TABLE], () => this.#ca.configResponse()));
+    on('PUT', '/v1/connect/ca/configuration', 'operator', async (ctx) => {
       const body = parseJsonObject(await readBody(ctx.req));
       try {
         await this.#ca.setConfig(body);
@@ -273,32 +330,48 @@ export class Agent {
       this.#limiter.configure(this.#ca.config.csrMaxPerSecond, this.#ca.config.csrMaxConcurrent);
       sendJson(ctx.res, 200, true);
     });
-    r.on('PUT', '/v1/acl/token', async (ctx) => {
-      if (!this.#acl.isManagement(requestToken(ctx.req, ctx.url))) throw new HttpError(403, 'Permission denied: creating tokens needs the management token');
+    on('PUT', '/v1/acl/token', 'acl', async (ctx) => {
       const { description, services } = decodeTokenBody(parseJsonObject(await readBody(ctx.req)));
       sendJson(ctx.res, 200, this.#acl.createServiceToken(description, services, new Date(this.#now())));
     });
+    // Consul's "who am I": the token the request carries (never the anonymous one).
+    on('GET', '/v1/acl/token/self', 'token', (ctx, caller) => {
+      if (caller.kind === 'service') return sendJson(ctx.res, 200, caller.token);
+      sendJson(ctx.res, 200, { AccessorID: '', Description: 'Management token (meshd agent)', Policies: [{ ID: '00000000-0000-0000-0000-000000000001', Name: 'global-management' }], ServiceIdentities: [] });
+    });
+    on('DELETE', '/v1/acl/token/:id', 'acl', (ctx) => {
+      const id = ctx.params.id as string;
+      if (!this.#acl.deleteServiceToken(id)) throw new HttpError(404, `ACL token not found: ${JSON.stringify(id)} (give the AccessorID)`);
+      sendJson(ctx.res, 200, true);
+    });
 
     // --- catalog ---
-    r.on('PUT', '/v1/agent/service/register', async (ctx) => {
+    on('PUT', '/v1/agent/service/register', 'service', async (ctx, caller) => {
       const reg = decodeRegistration(parseJsonObject(await readBody(ctx.req)));
+      // As Consul's agent: service:write on the name, on a proxy's destination, on its sidecar,
+      // and on whatever the IDs it would replace belong to now.
+      const names = new Set([reg.service.Service, ...this.#instanceNames(reg.service.ID), ...this.#instanceNames(`${reg.service.ID}${SIDECAR_SUFFIX}`)]);
+      if (reg.service.Proxy !== null) names.add(reg.service.Proxy.DestinationServiceName);
+      if (reg.sidecar !== undefined) names.add(reg.sidecar.service.Service);
+      this.#requireWrite(caller, names);
       this.#catalog.register(reg);
       this.#syncChecks();
       sendText(ctx.res, 200, '');
     });
-    r.on('PUT', '/v1/agent/service/deregister/:id', (ctx) => {
+    on('PUT', '/v1/agent/service/deregister/:id', 'service', (ctx, caller) => {
       const id = ctx.params.id as string;
+      this.#requireWrite(caller, this.#instanceNames(id));
       if (!this.#catalog.deregister(id)) throw new HttpError(404, `Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`);
       this.#syncChecks();
       sendText(ctx.res, 200, '');
     });
-    r.on('GET', '/v1/agent/services', (ctx) => {
+    on('GET', '/v1/agent/services', 'read', (ctx) => {
       const out: Record<string, object> = {};
       for (const s of this.#catalog.services()) out[s.ID] = agentServiceJson(s, this.#opts.datacenter);
       sendJson(ctx.res, 200, out);
     });
     // Consul's single-service read; `?hash=<ContentHash>&wait=` blocks until the service changes.
-    r.on('GET', '/v1/agent/service/:id', async (ctx) => {
+    on('GET', '/v1/agent/service/:id', 'read', async (ctx) => {
       const id = ctx.params.id as string;
       if (id === 'register') throw new HttpError(405, `method GET not allowed on ${ctx.url.pathname}`);
       const read = (): Record<string, unknown> => {
@@ -320,31 +393,38 @@ export class Agent {
       }
       sendJson(ctx.res, 200, body, { 'X-Consul-ContentHash': body.ContentHash as string });
     });
-    r.on('GET', '/v1/agent/checks', (ctx) => {
+    on('GET', '/v1/agent/checks', 'read', (ctx) => {
       const out: Record<string, object> = {};
       for (const c of this.#catalog.checks()) out[c.CheckID] = agentCheckJson(c, this.#catalog.node.Node, this.#catalog.service(c.ServiceID)?.Tags ?? []);
       sendJson(ctx.res, 200, out);
     });
     for (const [verb, status] of [['pass', 'passing'], ['warn', 'warning'], ['fail', 'critical']] as const) {
-      r.on('PUT', `/v1/agent/check/${verb}/:id`, (ctx) => {
+      on('PUT', `/v1/agent/check/${verb}/:id`, 'service', (ctx, caller) => {
         const id = ctx.params.id as string;
-        const type = this.#catalog.check(id)?.Type;
+        const check = this.#catalog.check(id);
+        // A service's check needs service:write on it; a node check (no service), management.
+        if (check !== undefined) {
+          const owners = check.ServiceID === '' ? [] : this.#instanceNames(check.ServiceID);
+          if (owners.length > 0) this.#requireWrite(caller, owners);
+          else if (caller.kind === 'service') throw new HttpError(403, `Permission denied: check "${id}" belongs to no service of this token (node checks need the management token)`);
+        }
+        const type = check?.Type;
         if (type !== undefined && type !== 'ttl') throw new HttpError(400, `check "${id}" is a ${type} check run by the agent; only TTL checks are updated with /v1/agent/check/${verb}`);
         if (!this.#catalog.updateCheck(id, status satisfies CheckStatus, ctx.url.searchParams.get('note') ?? '')) throw new HttpError(404, `Unknown check ID "${id}"`);
         sendText(ctx.res, 200, '');
       });
     }
-    r.on('GET', '/v1/catalog/services', (ctx) =>
+    on('GET', '/v1/catalog/services', 'read', (ctx) =>
       this.#blocking(ctx, [SERVICES], () => {
         const out: Record<string, string[]> = {};
         for (const s of this.#catalog.services()) out[s.Service] = [...new Set([...(out[s.Service] ?? []), ...s.Tags])];
         return out;
       }),
     );
-    r.on('GET', '/v1/health/connect/:service', (ctx) =>
+    on('GET', '/v1/health/connect/:service', 'read', (ctx) =>
       this.#blocking(ctx, [SERVICES, CHECKS], () => this.#catalog.health(ctx.params.service as string, true, flagParam(ctx.url, 'passing'))),
     );
-    r.on('GET', '/v1/health/service/:service', (ctx) =>
+    on('GET', '/v1/health/service/:service', 'read', (ctx) =>
       this.#blocking(ctx, [SERVICES, CHECKS], () => this.#catalog.health(ctx.params.service as string, false, flagParam(ctx.url, 'passing'))),
     );
 
@@ -356,7 +436,7 @@ export class Agent {
       if (destination === null || destination === '') throw new HttpError(400, 'required query parameter "destination" not set');
       return { source, destination };
     };
-    r.on('PUT', '/v1/connect/intentions/exact', async (ctx) => {
+    on('PUT', '/v1/connect/intentions/exact', 'operator', async (ctx) => {
       const { source, destination } = pair(ctx.url);
       const rule = decodeExactBody(parseJsonObject(await readBody(ctx.req)));
       try {
@@ -368,19 +448,19 @@ export class Agent {
       await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    r.on('GET', '/v1/connect/intentions/exact', (ctx) => {
+    on('GET', '/v1/connect/intentions/exact', 'read', (ctx) => {
       const { source, destination } = pair(ctx.url);
       const found = this.#intentions.get(source, destination);
       if (found === undefined) throw new HttpError(404, `Intention not found: ${source} => ${destination}`);
       sendJson(ctx.res, 200, found, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
-    r.on('DELETE', '/v1/connect/intentions/exact', async (ctx) => {
+    on('DELETE', '/v1/connect/intentions/exact', 'operator', async (ctx) => {
       const { source, destination } = pair(ctx.url);
       this.#intentions.delete(source, destination);
       await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    r.on('GET', '/v1/connect/intentions', (ctx) => {
+    on('GET', '/v1/connect/intentions', 'read', (ctx) => {
       const expr = ctx.url.searchParams.get('filter');
       let keep: ((o: Record<string, unknown>) => boolean) | null = null;
       if (expr !== null && expr !== '') {
@@ -434,7 +514,7 @@ export class Agent {
         if (!was.has(name)) throw new HttpError(400, `Request decode failed: the discovery chain for ${JSON.stringify(name)} would not compile: ${message}`);
       }
     };
-    r.on('PUT', '/v1/config', async (ctx) => {
+    on('PUT', '/v1/config', 'operator', async (ctx) => {
       const entry = decodeConfigEntry(collapseBlocks(parseJsonObject(await readBody(ctx.req)), ENTRY_OBJECT_KEYS));
       const cas = ctx.url.searchParams.get('cas');
       if (cas !== null) {
@@ -455,14 +535,22 @@ export class Agent {
       if (entry.kind === 'service-intentions') await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    r.on('GET', '/v1/config/:kind/:name', (ctx) => {
+    // jwt-provider entries are mesh-wide (Consul: mesh:read, which service identities lack).
+    const requireKindRead = (caller: Caller, kind: ConfigEntryKind): void => {
+      if (kind !== 'jwt-provider') return;
+      const d = this.#acl.admits(caller, 'operator');
+      if (!d.ok) throw new HttpError(d.status, d.message);
+    };
+    on('GET', '/v1/config/:kind/:name', 'read', (ctx, caller) => {
       const kind = kindParam(ctx);
+      requireKindRead(caller, kind);
       const e = readEntry(kind, ctx.params.name as string);
       if (e === undefined) throw new HttpError(404, `Config entry not found for "${kind}" / "${ctx.params.name as string}"`);
       sendJson(ctx.res, 200, encodeConfigEntry(e.value, e), this.#consulHeaders(this.#store.maxIndex([table(kind)])));
     });
-    r.on('GET', '/v1/config/:kind', (ctx) => {
+    on('GET', '/v1/config/:kind', 'read', (ctx, caller) => {
       const kind = kindParam(ctx);
+      requireKindRead(caller, kind);
       return this.#blocking(ctx, [table(kind)], () => {
         const names = this.#store.list<{ name?: string; Name?: string }>(table(kind)).map((e) => e.value.name ?? e.value.Name ?? '');
         return names
@@ -471,7 +559,7 @@ export class Agent {
           .flatMap((e) => (e === undefined ? [] : [encodeConfigEntry(e.value, e)]));
       });
     });
-    r.on('DELETE', '/v1/config/:kind/:name', async (ctx) => {
+    on('DELETE', '/v1/config/:kind/:name', 'operator', async (ctx) => {
       const kind = kindParam(ctx);
       const name = ctx.params.name as string;
       const cas = ctx.url.searchParams.get('cas');
@@ -495,11 +583,13 @@ export class Agent {
       }
     };
     // Consul's discovery chain, compiled from the router, splitter, resolver and defaults entries.
-    r.on('GET', '/v1/discovery-chain/:service', (ctx) => this.#blocking(ctx, configTables, () => compile(ctx.params.service as string).consul));
+    on('GET', '/v1/discovery-chain/:service', 'read', (ctx) => this.#blocking(ctx, configTables, () => compile(ctx.params.service as string).consul));
     // meshd's own: what a sidecar needs besides intentions and health, in one blocking query:
     // its HTTP settings, the L7 intentions naming it, and its upstreams' chains (data-plane form).
-    r.on('GET', '/v1/internal/meshd/proxy-config/:service', (ctx) =>
-      this.#blocking(ctx, configTables, () => {
+    // Only for the caller's own service: the answer carries its JWT providers.
+    on('GET', '/v1/internal/meshd/proxy-config/:service', 'service', (ctx, caller) => {
+      this.#requireWrite(caller, [ctx.params.service as string]);
+      return this.#blocking(ctx, configTables, () => {
         const service = ctx.params.service as string;
         const defaults = this.#store.get<ConfigEntry>(table('service-defaults'), service)?.value;
         const sd = defaults?.kind === 'service-defaults' ? defaults : null;
@@ -524,14 +614,14 @@ export class Agent {
           DefaultAllow: this.#policy.defaultAllow,
           Chains: chains,
         };
-      }),
-    );
-    r.on('GET', '/v1/connect/intentions/check', (ctx) => {
+      });
+    });
+    on('GET', '/v1/connect/intentions/check', 'read', (ctx) => {
       const { source, destination } = pair(ctx.url);
       sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
     // Consul's match: intentions that apply to a source or destination, in evaluation order.
-    r.on('GET', '/v1/connect/intentions/match', (ctx) => {
+    on('GET', '/v1/connect/intentions/match', 'read', (ctx) => {
       const by = ctx.url.searchParams.get('by');
       if (by !== 'source' && by !== 'destination') throw new HttpError(400, 'required query parameter "by" must be "source" or "destination"');
       const names = ctx.url.searchParams.getAll('name');
@@ -544,7 +634,7 @@ export class Agent {
     // With `path` (and optionally `method`, and `header=Name:Value` repeated), an L7 decision
     // is evaluated as the data plane would: the path normalised, the source's permissions
     // top-down, no match giving the default policy. JWT requirements count as unmet (no token).
-    r.on('GET', '/v1/connect/intentions/explain', (ctx) => {
+    on('GET', '/v1/connect/intentions/explain', 'read', (ctx) => {
       const { source, destination } = pair(ctx.url);
       const base = this.#policy.explain(source, destination);
       const rawPath = ctx.url.searchParams.get('path');
@@ -577,9 +667,11 @@ export class Agent {
         this.#consulHeaders(headers),
       );
     });
-    r.on('POST', '/v1/agent/connect/authorize', async (ctx) => {
+    on('POST', '/v1/agent/connect/authorize', 'service', async (ctx, caller) => {
       const body = parseJsonObject(await readBody(ctx.req));
       const target = reqString(body, 'Target');
+      // Consul: service:write on the Target.
+      this.#requireWrite(caller, [target]);
       const uri = reqString(body, 'ClientCertURI');
       const id = parseSpiffeId(uri);
       if (id === null) throw new HttpError(400, `ClientCertURI not a valid Connect identifier: ${uri}`);
@@ -602,7 +694,7 @@ export class Agent {
       if (!UUID_RE.test(id)) throw new HttpError(400, `invalid intention ID ${JSON.stringify(id)}: must be a UUID`);
       return id;
     };
-    r.on('POST', '/v1/connect/intentions', async (ctx) => {
+    on('POST', '/v1/connect/intentions', 'operator', async (ctx) => {
       const body = parseJsonObject(await readBody(ctx.req));
       let id: string;
       try {
@@ -614,12 +706,12 @@ export class Agent {
       await this.#republish();
       sendJson(ctx.res, 200, { ID: id });
     });
-    r.on('GET', '/v1/connect/intentions/:id', (ctx) => {
+    on('GET', '/v1/connect/intentions/:id', 'read', (ctx) => {
       const found = this.#intentions.getById(uuidParam(ctx));
       if (found === undefined) throw new HttpError(404, 'Intention not found');
       sendJson(ctx.res, 200, found, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));
     });
-    r.on('PUT', '/v1/connect/intentions/:id', async (ctx) => {
+    on('PUT', '/v1/connect/intentions/:id', 'operator', async (ctx) => {
       const id = uuidParam(ctx);
       const body = parseJsonObject(await readBody(ctx.req));
       let updated = false;
@@ -632,7 +724,7 @@ export class Agent {
       await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    r.on('DELETE', '/v1/connect/intentions/:id', async (ctx) => {
+    on('DELETE', '/v1/connect/intentions/:id', 'operator', async (ctx) => {
       if (!this.#intentions.deleteById(uuidParam(ctx))) throw new HttpError(404, 'Intention not found');
       await this.#republish();
       sendJson(ctx.res, 200, true);
