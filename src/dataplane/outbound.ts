@@ -18,6 +18,60 @@ export interface OutboundDeps {
   readonly connectTimeoutMs: number;
   /** This listener's L7 counter block. */
   readonly l7: Float64Array;
+  /**
+   * Resume TLS sessions to the upstream's sidecars (tcp upstreams; default true). With it a
+   * new connection to an instance seen recently costs an abbreviated handshake: no
+   * certificate signature, no chain verification on either side.
+   */
+  readonly tlsSessionResumption?: boolean;
+}
+
+/** How many sessions one upstream listener keeps (one per instance; LRU beyond that). */
+export const TLS_SESSION_CACHE_SIZE = 256;
+
+/**
+ * A small LRU of TLS sessions by instance and expected identity, for `tls.connect({ session })`.
+ * Keyed by the expected service too: Node skips `checkServerIdentity` on a resumed session,
+ * so a session is only ever offered to the identity that was verified when it was made.
+ */
+export class TlsSessionCache {
+  readonly #max: number;
+  readonly #sessions = new Map<string, Buffer>();
+
+  constructor(max = TLS_SESSION_CACHE_SIZE) {
+    this.#max = max;
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  get(key: string): Buffer | undefined {
+    const s = this.#sessions.get(key);
+    if (s !== undefined) {
+      // Most recently used last: Map iteration order is insertion order.
+      this.#sessions.delete(key);
+      this.#sessions.set(key, s);
+    }
+    return s;
+  }
+
+  set(key: string, session: Buffer): void {
+    this.#sessions.delete(key);
+    this.#sessions.set(key, session);
+    if (this.#sessions.size > this.#max) {
+      const oldest = this.#sessions.keys().next();
+      if (oldest.done !== true) this.#sessions.delete(oldest.value);
+    }
+  }
+
+  delete(key: string): void {
+    this.#sessions.delete(key);
+  }
+
+  clear(): void {
+    this.#sessions.clear();
+  }
 }
 
 /**
@@ -46,6 +100,8 @@ export class UpstreamListener {
   #trustDomain: string;
   #http: HttpUpstream;
   #protocol: string;
+  /** null: resumption off (-tls-session-resumption=false). */
+  readonly #sessions: TlsSessionCache | null;
 
   constructor(deps: OutboundDeps, material: TlsMaterial, routing: UpstreamRouting) {
     this.#deps = deps;
@@ -56,6 +112,7 @@ export class UpstreamListener {
     this.#http.update(routing);
     this.#trustDomain = material.trustDomain;
     this.#checkServer = expectServer(deps.spec.name, material.trustDomain);
+    this.#sessions = deps.tlsSessionResumption === false ? null : new TlsSessionCache();
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.#onConnection(s));
   }
 
@@ -65,6 +122,8 @@ export class UpstreamListener {
 
   updateTls(material: TlsMaterial): void {
     this.#context = tls.createSecureContext(tlsServerOptions(material));
+    // Sessions were verified against the old trust bundle and carry the old leaf: start over.
+    this.#sessions?.clear();
     if (material.trustDomain !== this.#trustDomain) {
       this.#trustDomain = material.trustDomain;
       this.#checkServer = expectServer(this.#deps.spec.name, material.trustDomain);
@@ -113,14 +172,27 @@ export class UpstreamListener {
     // HTTP upstreams use the resolver's LoadBalancer policy per request (./http-outbound.ts).
     const ep = eps[Math.floor(Math.random() * eps.length)] as Endpoint;
     const checkServer = ep.service === this.#deps.spec.name ? this.#checkServer : expectServer(ep.service, this.#trustDomain);
+    const sessions = this.#sessions;
+    const key = sessions === null ? '' : `${ep.service}@${ep.host}:${ep.port}`;
+    const session = sessions?.get(key);
     const upstream = tls.connect({
       host: ep.host,
       port: ep.port,
       secureContext: this.#context,
       checkServerIdentity: checkServer,
+      ...(session === undefined ? {} : { session }),
     });
+    // TLS 1.3 tickets arrive after the handshake; keep the newest one for this instance,
+    // unless the certificates changed meanwhile (updateTls cleared the cache).
+    const context = this.#context;
+    if (sessions !== null) {
+      upstream.on('session', (s: Buffer) => {
+        if (context === this.#context) sessions.set(key, s);
+      });
+    }
     upstream.setTimeout(this.#deps.connectTimeoutMs);
     const failed = (err?: Error & { code?: string }): void => {
+      sessions?.delete(key);
       upstream.destroy();
       this.#deny(client, err?.code === IDENTITY_MISMATCH ? 'upstream_identity_mismatch' : 'upstream_connect_failed');
     };

@@ -1,0 +1,400 @@
+// The bench's load generator, run in a worker thread (./load.ts starts it) so its event loop
+// is not shared with the app or the orchestration. Raw sockets and a pre-built request: it
+// costs less CPU per request than an HTTP client library, which matters when the generator,
+// the app and both sidecars share two cores.
+//
+// Kinds of load:
+//   closed   C keep-alive connections, each sending the next request when the last answer
+//            is complete (throughput).
+//   connect  C loops, each opening a new connection per request (`Connection: close`) and
+//            closing it after the answer: through the sidecars in tcp mode every request is a
+//            full or resumed mTLS handshake between them.
+//   bulk     C keep-alive connections downloading a large body again and again; counts the
+//            bytes received within the window (MB/s).
+//   open     a fixed request rate spread over C keep-alive connections, each on its own
+//            schedule (wrk2's model). Coordinated omission is corrected: when a request's
+//            intended send time passes while its connection is still busy with the previous
+//            one, its latency is measured from the intended time, not from when it could go.
+//            When the connection was idle, latency is measured from the actual send (so the
+//            generator's own ~1 ms timer granularity is not charged to the system).
+
+import * as net from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+
+export type LoadKind = 'closed' | 'connect' | 'bulk' | 'open';
+
+export interface LoadJob {
+  readonly kind: LoadKind;
+  readonly port: number;
+  readonly connections: number;
+  readonly ms: number;
+  /** Request path (default /api/items). */
+  readonly path?: string;
+  /** open: requests per second over all connections. */
+  readonly rate?: number;
+}
+
+export interface LoadResult {
+  /** Complete responses (downloads for bulk; handshakes for connect). */
+  readonly requests: number;
+  readonly errors: number;
+  readonly seconds: number;
+  /** Response body bytes received within the window. */
+  readonly bytes: number;
+  /** Sorted latencies in µs (a sample of at most 200k). */
+  readonly latUs: number[];
+  /** open: requests sent late because their connection was still busy (corrected ones). */
+  readonly late?: number;
+  /** First error message seen, for the progress line. */
+  readonly firstError?: string;
+}
+
+const MAX_SAMPLES = 200_000;
+
+function request(path: string, close: boolean): Buffer {
+  return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: api\r\nUser-Agent: meshd-bench\r\n${close ? 'Connection: close\r\n' : ''}\r\n`);
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+/**
+ * A streaming HTTP/1.1 response reader: headers, then Content-Length or chunked body, never
+ * buffering a body (a 64 MiB answer is only counted).
+ */
+export class ResponseReader {
+  #head: Buffer | null = null;
+  #left = 0;
+  #state: 'head' | 'body' | 'chunk-size' | 'chunk-data' | 'chunk-end' = 'head';
+  #ok = true;
+  #line = '';
+  /** Body bytes seen (all responses). */
+  bodyBytes = 0;
+
+  /** Feeds a chunk; calls `done(ok)` for every response completed by it. */
+  feed(d: Buffer, done: (ok: boolean) => void): void {
+    let off = 0;
+    while (off < d.length) {
+      switch (this.#state) {
+        case 'body': {
+          const take = Math.min(this.#left, d.length - off);
+          this.#left -= take;
+          this.bodyBytes += take;
+          off += take;
+          if (this.#left === 0) {
+            this.#state = 'head';
+            done(this.#ok);
+          }
+          break;
+        }
+        case 'chunk-size':
+        case 'chunk-end': {
+          const nl = d.indexOf(0x0a, off);
+          const end = nl < 0 ? d.length : nl + 1;
+          this.#line += d.toString('latin1', off, end);
+          off = end;
+          if (nl < 0) return;
+          const line = this.#line.trim();
+          this.#line = '';
+          if (this.#state === 'chunk-end') {
+            // The CRLF after a chunk, or after the last chunk (no trailers expected).
+            if (this.#left < 0) {
+              this.#state = 'head';
+              done(this.#ok);
+            } else {
+              this.#state = 'chunk-size';
+            }
+            break;
+          }
+          const size = parseInt(line.split(';')[0] ?? '', 16);
+          if (!Number.isFinite(size)) throw new Error(`bad chunk size line ${JSON.stringify(line)}`);
+          if (size === 0) {
+            this.#left = -1;
+            this.#state = 'chunk-end';
+          } else {
+            this.#left = size;
+            this.#state = 'chunk-data';
+          }
+          break;
+        }
+        case 'chunk-data': {
+          const take = Math.min(this.#left, d.length - off);
+          this.#left -= take;
+          this.bodyBytes += take;
+          off += take;
+          if (this.#left === 0) this.#state = 'chunk-end';
+          break;
+        }
+        case 'head': {
+          const rest = off === 0 ? d : d.subarray(off);
+          const buf = this.#head === null ? rest : Buffer.concat([this.#head, rest]);
+          const end = buf.indexOf(CRLF2);
+          if (end < 0) {
+            this.#head = Buffer.from(buf);
+            return;
+          }
+          off += end + 4 - (this.#head?.length ?? 0);
+          this.#head = null;
+          const head = buf.toString('latin1', 0, end);
+          this.#ok = head.startsWith('HTTP/1.1 200');
+          const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+          if (cl !== null) {
+            this.#left = Number(cl[1]);
+            if (this.#left === 0) done(this.#ok);
+            else this.#state = 'body';
+          } else if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(head)) {
+            this.#state = 'chunk-size';
+          } else {
+            done(this.#ok);
+          }
+          break;
+        }
+      }
+    }
+  }
+}
+
+class Stats {
+  requests = 0;
+  errors = 0;
+  late = 0;
+  firstError: string | undefined;
+  readonly lat: number[] = [];
+
+  error(msg: string): void {
+    this.errors++;
+    this.firstError ??= msg;
+  }
+
+  sample(us: number): void {
+    if (this.lat.length < MAX_SAMPLES) this.lat.push(us);
+  }
+}
+
+function connect(port: number): net.Socket {
+  return net.connect({ host: '127.0.0.1', port, noDelay: true });
+}
+
+const PRIME = request('/api/items', false);
+
+/**
+ * A keep-alive connection that has carried one unmeasured request, so the measured ones do
+ * not include the TCP connect or, through the sidecars, the mTLS handshake.
+ */
+function primed(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port);
+    const reader = new ResponseReader();
+    const onData = (d: Buffer): void => {
+      try {
+        reader.feed(d, (ok) => {
+          s.off('data', onData);
+          s.off('error', reject);
+          if (ok) resolve(s);
+          else reject(new Error('non-200 answer to the priming request'));
+        });
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    };
+    s.on('connect', () => s.write(PRIME));
+    s.on('data', onData);
+    s.once('error', reject);
+    s.once('close', () => reject(new Error('closed during the priming request')));
+  });
+}
+
+/** closed and bulk: keep-alive connections, next request when the answer is complete. */
+function closedLoop(s: net.Socket, job: LoadJob, until: number, st: Stats, readers: ResponseReader[]): Promise<void> {
+  const req = request(job.path ?? '/api/items', false);
+  return new Promise((resolve) => {
+    const reader = new ResponseReader();
+    readers.push(reader);
+    let start = 0;
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve();
+    };
+    const send = (): void => {
+      if (performance.now() >= until) return finish();
+      start = performance.now();
+      s.write(req);
+    };
+    const timer = setTimeout(finish, Math.max(0, until - performance.now()));
+    s.on('data', (d: Buffer) => {
+      try {
+        reader.feed(d, (ok) => {
+          if (!ok) st.error('non-200 response');
+          st.requests++;
+          st.sample((performance.now() - start) * 1000);
+          send();
+        });
+      } catch (e) {
+        st.error((e as Error).message);
+        finish();
+      }
+    });
+    s.on('error', (e) => {
+      if (!finished) st.error(e.message);
+      finish();
+    });
+    s.on('close', () => {
+      if (!finished) st.error('connection closed by peer');
+      finish();
+    });
+    send();
+  });
+}
+
+/** connect: a new connection per request. */
+async function connectLoop(job: LoadJob, until: number, st: Stats): Promise<void> {
+  const req = request(job.path ?? '/api/items', true);
+  while (performance.now() < until) {
+    await new Promise<void>((resolve) => {
+      const start = performance.now();
+      const s = connect(job.port);
+      const reader = new ResponseReader();
+      let answered = false;
+      s.on('connect', () => s.write(req));
+      s.on('data', (d: Buffer) => {
+        try {
+          reader.feed(d, (ok) => {
+            if (!ok) st.error('non-200 response');
+            answered = true;
+            st.requests++;
+            st.sample((performance.now() - start) * 1000);
+            s.destroy();
+            resolve();
+          });
+        } catch (e) {
+          st.error((e as Error).message);
+          s.destroy();
+          resolve();
+        }
+      });
+      s.on('error', (e) => {
+        if (!answered) st.error(e.message);
+        resolve();
+      });
+      s.on('close', () => {
+        if (!answered) st.error('closed before the answer');
+        resolve();
+      });
+    });
+  }
+}
+
+/** open: one connection's share of a fixed rate (see the header comment). */
+function openLoop(s: net.Socket, job: LoadJob, index: number, t0: number, until: number, st: Stats): Promise<void> {
+  const req = request(job.path ?? '/api/items', false);
+  const interval = (1000 * job.connections) / (job.rate ?? 1000);
+  const phase = (index * interval) / job.connections;
+  return new Promise((resolve) => {
+    const reader = new ResponseReader();
+    let n = 0;
+    let start = 0;
+    let busy = false;
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      clearTimeout(stop);
+      s.destroy();
+      resolve();
+    };
+    const fire = (): void => {
+      timer = undefined;
+      start = performance.now();
+      busy = true;
+      s.write(req);
+    };
+    /** Schedules the next request, or sends it now if its time has passed (the connection was busy). */
+    const next = (): void => {
+      const intended = t0 + phase + n * interval;
+      n++;
+      if (intended >= until) return finish();
+      const now = performance.now();
+      if (intended <= now) {
+        // Late because the previous request held the connection: charge the wait.
+        if (n > 1) st.late++;
+        start = intended;
+        busy = true;
+        s.write(req);
+        return;
+      }
+      timer = setTimeout(fire, Math.max(0, Math.floor(intended - now)));
+    };
+    s.on('data', (d: Buffer) => {
+      try {
+        reader.feed(d, (ok) => {
+          if (!ok) st.error('non-200 response');
+          busy = false;
+          st.requests++;
+          st.sample((performance.now() - start) * 1000);
+          next();
+        });
+      } catch (e) {
+        st.error((e as Error).message);
+        finish();
+      }
+    });
+    s.on('error', (e) => {
+      if (!finished) st.error(e.message);
+      finish();
+    });
+    s.on('close', () => {
+      if (!finished) st.error('connection closed by peer');
+      finish();
+    });
+    // In-flight requests at the end get a grace second, then count as errors.
+    const stop = setTimeout(() => {
+      if (busy) st.error('no answer within 1 s after the window');
+      finish();
+    }, until - performance.now() + 1000);
+    next();
+  });
+}
+
+export async function runJob(job: LoadJob): Promise<LoadResult> {
+  const st = new Stats();
+  const readers: ResponseReader[] = [];
+  let sockets: (net.Socket | null)[] = [];
+  if (job.kind !== 'connect') {
+    sockets = await Promise.all(
+      Array.from({ length: job.connections }, () =>
+        primed(job.port).catch((e: unknown) => {
+          st.error((e as Error).message);
+          return null;
+        }),
+      ),
+    );
+  }
+  const t0 = performance.now();
+  const until = t0 + job.ms;
+  const loops = Array.from({ length: job.connections }, (_x, i) => {
+    const s = sockets[i] ?? null;
+    if (job.kind === 'connect') return connectLoop(job, until, st);
+    if (s === null) return Promise.resolve();
+    return job.kind === 'open' ? openLoop(s, job, i, t0, until, st) : closedLoop(s, job, until, st, readers);
+  });
+  await Promise.all(loops);
+  const seconds = (Math.min(performance.now(), until) - t0) / 1000;
+  return {
+    requests: st.requests,
+    errors: st.errors,
+    seconds: job.kind === 'open' ? job.ms / 1000 : seconds,
+    bytes: readers.reduce((a, r) => a + r.bodyBytes, 0),
+    latUs: st.lat.sort((a, b) => a - b),
+    ...(job.kind === 'open' ? { late: st.late } : {}),
+    ...(st.firstError === undefined ? {} : { firstError: st.firstError }),
+  };
+}
+
+if (parentPort !== null && workerData !== null && typeof workerData === 'object') {
+  parentPort.postMessage(await runJob(workerData as LoadJob));
+}
