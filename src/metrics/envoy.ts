@@ -30,12 +30,13 @@
 // A cluster here is an upstream listener, not a discovery-chain target: requests a splitter
 // or a failover sends to another service are counted under the upstream's own name.
 // Envoy histograms are in milliseconds, so the buckets are meshd's bounds times 1000 (0.5 ms
-// to 10 s). Envoy declares its counters without `_total` as counters; promtool rejects that
+// to 10 s), counted from the same merged HDR histograms (./latency.ts). Envoy declares its counters without `_total` as counters; promtool rejects that
 // (`counter metrics should have "_total" suffix`), so those are typed `untyped` here: the
 // names are Envoy's exactly, and rate()/irate() treat both types alike.
 
 import { S, deniedSlot } from './counters.ts';
-import { CODE_CLASSES, DURATION_BUCKETS, L, L7_DENY_REASONS, OVERFLOW_KINDS, RESPONSE_FLAGS, type OverflowKind, type ResponseFlag } from './l7.ts';
+import { CODE_CLASSES, L, L7_DENY_REASONS, OVERFLOW_KINDS, RESPONSE_FLAGS, type OverflowKind, type ResponseFlag } from './l7.ts';
+import { DURATION_BUCKETS, EMPTY_DURATIONS, type DurationHistogram } from './latency.ts';
 import { labelText, sumBlocks } from './prometheus.ts';
 
 type Labels = Readonly<Record<string, string>>;
@@ -48,6 +49,8 @@ export interface EnvoyView {
   readonly counters: readonly Float64Array[];
   /** L7 blocks summed over workers: index 0 the public listener, then `upstreams` in order. */
   readonly l7: readonly Float64Array[];
+  /** Merged request-duration histograms, indexed as `l7` (./latency.ts). */
+  readonly durations: readonly DurationHistogram[];
   readonly upstreams: readonly string[];
   readonly hasInbound: boolean;
   /** The local service's protocol (service-defaults); anything but 'tcp' is HTTP. */
@@ -78,17 +81,14 @@ class Families {
     f.lines.push(`${name}${suffix}${labelText({ ...this.#base, ...labels })} ${value}`);
   }
 
-  /** A classic histogram in milliseconds from meshd's seconds buckets (`t` an L7 block). */
-  histogramMs(name: string, help: string, labels: Labels, t: Float64Array): void {
-    let cum = 0;
+  /** A classic histogram in milliseconds from meshd's merged duration histogram (seconds). */
+  histogramMs(name: string, help: string, labels: Labels, d: DurationHistogram): void {
     DURATION_BUCKETS.forEach((le, i) => {
-      cum += t[L.BUCKETS + i] as number;
-      this.add(name, 'histogram', help, { ...labels, le: String(Math.round(le * 1e6) / 1e3) }, cum, '_bucket');
+      this.add(name, 'histogram', help, { ...labels, le: String(Math.round(le * 1e6) / 1e3) }, d.buckets[i] as number, '_bucket');
     });
-    cum += t[L.BUCKETS + DURATION_BUCKETS.length] as number;
-    this.add(name, 'histogram', help, { ...labels, le: '+Inf' }, cum, '_bucket');
-    this.add(name, 'histogram', help, labels, (t[L.DURATION_SUM] as number) * 1000, '_sum');
-    this.add(name, 'histogram', help, labels, t[L.DURATION_COUNT] as number, '_count');
+    this.add(name, 'histogram', help, { ...labels, le: '+Inf' }, d.count, '_bucket');
+    this.add(name, 'histogram', help, labels, d.sum * 1000, '_sum');
+    this.add(name, 'histogram', help, labels, d.count, '_count');
   }
 
   text(): string {
@@ -110,15 +110,16 @@ const completed = (t: Float64Array): number => CODE_CLASSES.reduce((sum, _c, i) 
 export function renderEnvoy(v: EnvoyView): string {
   const fams = new Families(envoySourceLabels(v.service, v.datacenter));
   const public_ = { envoy_http_conn_manager_prefix: 'public_listener' };
-  const hcm: { labels: Labels; t: Float64Array }[] = [];
+  const hcm: { labels: Labels; t: Float64Array; d: DurationHistogram }[] = [];
   const inboundT = v.l7[0];
-  if (v.hasInbound && inboundT !== undefined) hcm.push({ labels: public_, t: inboundT });
-  const clusters: { labels: Labels; t: Float64Array }[] = [];
+  if (v.hasInbound && inboundT !== undefined) hcm.push({ labels: public_, t: inboundT, d: v.durations[0] ?? EMPTY_DURATIONS });
+  const clusters: { labels: Labels; t: Float64Array; d: DurationHistogram }[] = [];
   v.upstreams.forEach((u, i) => {
     const t = v.l7[1 + i];
     if (t === undefined) return;
-    hcm.push({ labels: { envoy_http_conn_manager_prefix: 'upstream', consul_upstream_service: u, consul_upstream_namespace: 'default', consul_upstream_partition: 'default', consul_upstream_datacenter: v.datacenter }, t });
-    clusters.push({ labels: { envoy_cluster_name: u, consul_destination_service: u, consul_destination_namespace: 'default', consul_destination_partition: 'default', consul_destination_datacenter: v.datacenter }, t });
+    const d = v.durations[1 + i] ?? EMPTY_DURATIONS;
+    hcm.push({ labels: { envoy_http_conn_manager_prefix: 'upstream', consul_upstream_service: u, consul_upstream_namespace: 'default', consul_upstream_partition: 'default', consul_upstream_datacenter: v.datacenter }, t, d });
+    clusters.push({ labels: { envoy_cluster_name: u, consul_destination_service: u, consul_destination_namespace: 'default', consul_destination_partition: 'default', consul_destination_datacenter: v.datacenter }, t, d });
   });
 
   const byClass = (name: string, help: string, list: typeof hcm): void => {
@@ -132,7 +133,7 @@ export function renderEnvoy(v: EnvoyView): string {
   byClass('envoy_listener_http_downstream_rq_xx', 'Requests answered on the listener, by response code class.', hcm);
   each('envoy_http_downstream_rq_completed', 'untyped', 'Requests answered by the HTTP connection manager.', hcm, completed);
   each('envoy_http_downstream_rq_total', 'counter', 'Requests handled by the HTTP connection manager (meshd counts them when answered).', hcm, completed);
-  for (const { labels, t } of hcm) fams.histogramMs('envoy_http_downstream_rq_time', 'Time from the request headers to the end of the response, in milliseconds.', labels, t);
+  for (const { labels, d } of hcm) fams.histogramMs('envoy_http_downstream_rq_time', 'Time from the request headers to the end of the response, in milliseconds.', labels, d);
 
   if (v.hasInbound && inboundT !== undefined) {
     const denied = (r: (typeof L7_DENY_REASONS)[number]): number => inboundT[L.L7_DENIED + L7_DENY_REASONS.indexOf(r)] as number;
@@ -143,7 +144,7 @@ export function renderEnvoy(v: EnvoyView): string {
   byClass('envoy_cluster_upstream_rq_xx', 'Upstream requests, by response code class.', clusters);
   each('envoy_cluster_upstream_rq_completed', 'untyped', 'Upstream requests answered.', clusters, completed);
   each('envoy_cluster_upstream_rq_total', 'counter', 'Upstream requests (meshd counts them when answered).', clusters, completed);
-  for (const { labels, t } of clusters) fams.histogramMs('envoy_cluster_upstream_rq_time', 'Upstream request time, headers to end of response, in milliseconds.', labels, t);
+  for (const { labels, d } of clusters) fams.histogramMs('envoy_cluster_upstream_rq_time', 'Upstream request time, headers to end of response, in milliseconds.', labels, d);
   each('envoy_cluster_upstream_rq_retry', 'untyped', 'Request attempts retried.', clusters, (t) => t[L.RETRIES] as number);
   each('envoy_cluster_upstream_rq_timeout', 'untyped', 'Requests that ran past their route timeout (504).', clusters, (t) => flag(t, 'request_timeout'));
   each('envoy_cluster_upstream_rq_rx_reset', 'untyped', 'Requests whose upstream connection broke before the response began.', clusters, (t) => flag(t, 'reset'));

@@ -1,19 +1,21 @@
-// HTTP (L7) counters and the request-duration histogram, per listener, per worker.
+// HTTP (L7) counters per listener, per worker, and the hook that records request durations.
 //
 // Layout: one SharedArrayBuffer of float64 slots; worker w, listener l has the block at
-// ((w * listeners) + l) * L7_SLOTS. Listener 0 is the public (inbound) listener, 1..n the
-// upstream listeners in the order `-upstream` gave them (the list is fixed for a proxy's
-// life, so the layout is too). Each slot has one writer, its worker; the control thread sums
-// the blocks on scrape, as for the L4 counters (./counters.ts).
+// ((w * listeners) + l) * L7_SLOTS, block number w * listeners + l. Listener 0 is the public
+// (inbound) listener, 1..n the upstream listeners in the order `-upstream` gave them (the list
+// is fixed for a proxy's life, so the layout is too). Each slot has one writer, its worker; the
+// control thread sums the blocks on scrape, as for the L4 counters (./counters.ts).
 //
-// The duration histogram has fixed bucket bounds from 0.5 ms to 10 s (Prometheus classic
-// histogram, cumulative at render time): fixed bounds merge across workers by addition and
-// cost one short loop per request. Values are recorded in seconds; `_sum` is in seconds.
+// Durations are not in the shared buffer: `recordRequest` hands them to the worker's HDR
+// histograms (./latency.ts), found by the block's number, and the control thread merges those
+// on scrape. The rendered histogram keeps its classic buckets, 0.5 ms to 10 s, `_sum` in seconds.
+
+import { DURATION_BUCKETS, type DurationHistogram, EMPTY_DURATIONS, recordDuration } from './latency.ts';
+
+export { DURATION_BUCKETS };
+export type { DurationHistogram };
 
 export const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
-
-/** Upper bounds (seconds) of the request-duration buckets; +Inf is implicit. */
-export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
 
 /**
  * Why the proxy itself answered a request instead of the destination (Envoy's response
@@ -58,29 +60,32 @@ export const L = {
   /** Gauges written by the worker (last value wins; summed across workers on scrape). */
   EJECTED_NOW: take(1),
   BREAKER_OPEN: take(1),
-  BUCKETS: take(DURATION_BUCKETS.length + 1),
-  DURATION_SUM: take(1),
-  DURATION_COUNT: take(1),
 } as const;
 export const L7_SLOTS = next;
+const BLOCK_BYTES = L7_SLOTS * Float64Array.BYTES_PER_ELEMENT;
 
 export function allocateL7(workers: number, listeners: number): SharedArrayBuffer {
-  return new SharedArrayBuffer(workers * listeners * L7_SLOTS * Float64Array.BYTES_PER_ELEMENT);
+  return new SharedArrayBuffer(workers * listeners * BLOCK_BYTES);
 }
 
 export function l7Block(buffer: SharedArrayBuffer, worker: number, listeners: number, listener: number): Float64Array {
-  return new Float64Array(buffer, (worker * listeners + listener) * L7_SLOTS * Float64Array.BYTES_PER_ELEMENT, L7_SLOTS);
+  return new Float64Array(buffer, l7BlockNumber(worker, listeners, listener) * BLOCK_BYTES, L7_SLOTS);
 }
 
-/** Counts one finished request: its status class and how long it took (seconds). */
+/** The number of worker `worker`'s block for `listener` (its offset in blocks). */
+export function l7BlockNumber(worker: number, listeners: number, listener: number): number {
+  return worker * listeners + listener;
+}
+
+/**
+ * Counts one finished request: its status class in the block, and how long it took (seconds)
+ * in this worker's HDR histogram for the block's listener (a no-op on a thread without a
+ * recorder, ./latency.ts).
+ */
 export function recordRequest(b: Float64Array, status: number, seconds: number): void {
   const cls = Math.floor(status / 100) - 1;
   if (cls >= 0 && cls < CODE_CLASSES.length) b[L.REQUESTS + cls] = (b[L.REQUESTS + cls] as number) + 1;
-  let i = 0;
-  while (i < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[i] as number)) i++;
-  b[L.BUCKETS + i] = (b[L.BUCKETS + i] as number) + 1;
-  b[L.DURATION_SUM] = (b[L.DURATION_SUM] as number) + seconds;
-  b[L.DURATION_COUNT] = (b[L.DURATION_COUNT] as number) + 1;
+  recordDuration(b.byteOffset / BLOCK_BYTES, seconds);
 }
 
 export function countFlag(b: Float64Array, flag: ResponseFlag): void {
@@ -127,23 +132,19 @@ export function l7Totals(buffer: SharedArrayBuffer, workers: number, listeners: 
 }
 
 /**
- * The L7 families for every listener, summed over workers. `listenerLabels[l]` labels
- * listener l (e.g. {direction: 'inbound'} or {direction: 'outbound', upstream: 'api'}).
+ * The L7 families for every listener, counters summed over workers. `listenerLabels[l]` labels
+ * listener l (e.g. {direction: 'inbound'} or {direction: 'outbound', upstream: 'api'});
+ * `durations[l]` is its merged duration histogram (./latency.ts LatencyTotals).
  */
-export function l7Families(buffer: SharedArrayBuffer, workers: number, listenerLabels: readonly Readonly<Record<string, string>>[]): L7Family[] {
+export function l7Families(buffer: SharedArrayBuffer, workers: number, listenerLabels: readonly Readonly<Record<string, string>>[], durations: readonly DurationHistogram[]): L7Family[] {
   const totals = l7Totals(buffer, workers, listenerLabels.length);
   const each = (f: (t: Float64Array, labels: Readonly<Record<string, string>>) => Sample[]): Sample[] => totals.flatMap((t, li) => f(t, listenerLabels[li] as Readonly<Record<string, string>>));
-  const histogram: Sample[] = each((t, labels) => {
-    const out: Sample[] = [];
-    let cum = 0;
-    DURATION_BUCKETS.forEach((le, i) => {
-      cum += t[L.BUCKETS + i] as number;
-      out.push({ labels: { ...labels, le: String(le) }, value: cum });
-    });
-    cum += t[L.BUCKETS + DURATION_BUCKETS.length] as number;
-    out.push({ labels: { ...labels, le: '+Inf' }, value: cum });
-    out.push({ labels: { ...labels, __suffix: '_sum' }, value: t[L.DURATION_SUM] as number });
-    out.push({ labels: { ...labels, __suffix: '_count' }, value: t[L.DURATION_COUNT] as number });
+  const histogram: Sample[] = listenerLabels.flatMap((labels, li) => {
+    const d = durations[li] ?? EMPTY_DURATIONS;
+    const out: Sample[] = DURATION_BUCKETS.map((le, i) => ({ labels: { ...labels, le: String(le) }, value: d.buckets[i] as number }));
+    out.push({ labels: { ...labels, le: '+Inf' }, value: d.count });
+    out.push({ labels: { ...labels, __suffix: '_sum' }, value: d.sum });
+    out.push({ labels: { ...labels, __suffix: '_count' }, value: d.count });
     return out;
   });
   return [

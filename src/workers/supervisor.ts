@@ -5,8 +5,12 @@
 // worker 0 binds first (possibly port 0), reports the ports the kernel gave it, and the
 // other workers bind exactly those. A crashed worker is replaced on the same ports; the
 // others keep serving (a thread's uncaught error or exit ends only that thread).
+//
+// Scrapes: collectLatency() posts one `latency` request to each running worker and waits for
+// the answers, or for a timeout, whichever comes first (../metrics/latency.ts).
 
 import { Worker } from 'node:worker_threads';
+import type { LatencyDelta } from '../metrics/latency.ts';
 import type { FromWorker, ListeningPorts, RoutingSnapshot, ToWorker, TlsMaterial, WorkerInit } from './messages.ts';
 
 export type WorkerBase = Omit<WorkerInit, 'type' | 'index' | 'policySlot' | 'tls' | 'routing'>;
@@ -20,6 +24,11 @@ export interface SupervisorOptions {
   readonly onWorkerExit: (index: number, policySlot: number, code: number) => void;
   /** The worker script; tests wrap the real one to inject faults. */
   readonly workerUrl?: URL;
+  /**
+   * A worker's latency answer, whenever it arrives (also after collectLatency stopped waiting
+   * for it). An exception thrown here is reported on stderr and goes no further.
+   */
+  readonly onLatency?: (index: number, delta: LatencyDelta) => void;
 }
 
 const WORKER_URL = new URL('./dataplane-worker.ts', import.meta.url);
@@ -40,6 +49,9 @@ export class WorkerSupervisor {
   #stopping = false;
   #restarts = 0;
   readonly #failures: number[];
+  #latencySeq = 0;
+  /** Scrapes in progress: seq -> the workers not yet answered, and how to finish waiting. */
+  readonly #latencyWaits = new Map<number, { readonly pending: Set<number>; readonly done: () => void }>();
 
   constructor(opts: SupervisorOptions) {
     this.#opts = opts;
@@ -72,6 +84,42 @@ export class WorkerSupervisor {
     if (w === null || w === undefined) return false;
     w.postMessage(msg);
     return true;
+  }
+
+  /**
+   * Asks every running worker for its latency histograms (one message each) and resolves when
+   * all have answered (onLatency has seen them), when the ones that have not are gone, or after
+   * `timeoutMs`, whichever comes first: a stuck or busy worker cannot hold a scrape longer. Its
+   * answer is still merged when it comes (late), so nothing it recorded is lost; the scrape
+   * meanwhile shows what it reported in its previous answers.
+   */
+  collectLatency(timeoutMs: number): Promise<void> {
+    const seq = ++this.#latencySeq;
+    const pending = new Set<number>();
+    this.#workers.forEach((w, i) => {
+      if (w === null) return;
+      w.postMessage({ type: 'latency', seq } satisfies ToWorker);
+      pending.add(i);
+    });
+    if (pending.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#latencyWaits.delete(seq);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#latencyWaits.set(seq, { pending, done });
+    });
+  }
+
+  /** Worker `index` answered scrape `seq` (or, with seq undefined, is gone: stop waiting for it). */
+  #latencyAnswered(index: number, seq?: number): void {
+    for (const [s, wait] of this.#latencyWaits) {
+      if (seq !== undefined && s !== seq) continue;
+      wait.pending.delete(index);
+      if (wait.pending.size === 0) wait.done();
+    }
   }
 
   /** Indexes of the workers that are running now. */
@@ -127,6 +175,13 @@ export class WorkerSupervisor {
         } else if (m.type === 'fatal') {
           reject(new StartupError(m.code, m.message));
           void worker.terminate();
+        } else if (m.type === 'latency') {
+          try {
+            if (m.delta !== null) this.#opts.onLatency?.(index, m.delta);
+          } catch (err) {
+            process.stderr.write(`meshd: latency answer of data-plane worker ${index} not merged: ${(err as Error).message}\n`);
+          }
+          this.#latencyAnswered(index, m.seq);
         }
       });
       worker.on('error', (err: Error) => {
@@ -134,7 +189,12 @@ export class WorkerSupervisor {
         else process.stderr.write(`meshd: data-plane worker ${index} crashed: ${err.message}\n`);
       });
       worker.on('exit', (code) => {
-        if (this.#workers[index] === worker) this.#workers[index] = null;
+        if (this.#workers[index] === worker) {
+          this.#workers[index] = null;
+          // Its histograms died with it (what it recorded since its last answer is lost; its
+          // earlier answers stay in the totals); a scrape waiting for it need not wait longer.
+          this.#latencyAnswered(index);
+        }
         this.#opts.onWorkerExit(index, index + 1, code);
         if (!ready) {
           reject(new StartupError('ERR_WORKER_EXIT', `data-plane worker ${index} exited with code ${code} during startup`));

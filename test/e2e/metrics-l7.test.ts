@@ -3,10 +3,13 @@
 // (`-metrics-format envoy` on the second). Exactly N requests through each client must move
 // the request counters and histogram counts by exactly N on both sides; both /metrics texts
 // must pass the strict checker (test/helpers/prom-check.ts) and promtool after the traffic.
+// Durations live in per-worker HDR histograms merged on scrape (src/metrics/latency.ts), so a
+// last test spreads requests over both client workers and checks each is counted once.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { get } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +29,16 @@ async function send(base: string, count: number): Promise<void> {
     await r.arrayBuffer();
     assert.equal(r.status, 200, `request ${i}`);
   }
+}
+
+/** One GET on a connection of its own (so the kernel may hand it to either worker). */
+function getOnNewConnection(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    }).on('error', reject);
+  });
 }
 
 /**
@@ -140,6 +153,25 @@ describe('L7 metrics through two sidecars, exactly N requests, both formats', ()
         assert.equal(r.stdout.toString() + r.stderr.toString(), '');
       }
     }
+  });
+
+  test('requests spread over both client workers: the merged histogram counts each exactly once', async () => {
+    const addr = web.fields.metrics as string;
+    const labels = { direction: 'outbound', upstream: 'api' };
+    const count = (s: Samples): number => total(s, 'meshd_http_request_duration_seconds_count', labels);
+    const bucket = (s: Samples, le: string): number => total(s, 'meshd_http_request_duration_seconds_bucket', { ...labels, le });
+    const accepted = (s: Samples, worker: string): number => total(s, 'meshd_worker_connections_accepted_total', { worker });
+    const s0 = await scrape(addr);
+    const K = 60;
+    for (let i = 0; i < K; i++) assert.equal(await getOnNewConnection(`http://${web.fields['upstream.api'] as string}/spread/${i}`), 200);
+    assert.equal((await settle(addr, count, count(s0) + K)) - count(s0), K, '_count');
+    const s1 = await scrape(addr);
+    assert.ok(accepted(s1, '0') > accepted(s0, '0') && accepted(s1, '1') > accepted(s0, '1'), 'both workers took connections');
+    assert.equal(bucket(s1, '+Inf') - bucket(s0, '+Inf'), K);
+    assert.equal(bucket(s1, '10') - bucket(s0, '10'), K, 'every request took less than 10 s');
+    const sum = total(s1, 'meshd_http_request_duration_seconds_sum', labels) - total(s0, 'meshd_http_request_duration_seconds_sum', labels);
+    assert.ok(sum > 0 && sum < K * 10, `_sum moved by ${sum}`);
+    assertStrictMetrics(await (await fetch(`http://${addr}/metrics`)).text(), { countersEndInTotal: true });
   });
 
   test('per-worker event-loop lag and heap, and process memory, in both formats', async () => {

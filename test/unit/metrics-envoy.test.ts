@@ -1,5 +1,6 @@
 // The Envoy-named rendering (src/metrics/envoy.ts) and the runtime gauges
-// (src/metrics/runtime.ts) over synthetic counter blocks: exact names, Consul labels,
+// (src/metrics/runtime.ts) over synthetic counter blocks and duration histograms recorded as
+// two workers would and merged as the control thread does: exact names, Consul labels,
 // millisecond buckets, and both texts clean for promtool and the strict checker.
 
 import { test } from 'node:test';
@@ -8,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { S, allocateCounters, counterBlock, deniedSlot } from '../../src/metrics/counters.ts';
 import { renderEnvoy } from '../../src/metrics/envoy.ts';
 import { L, allocateL7, bump, countFlag, countL7Denied, countOverflow, l7Block, l7Families, l7Totals, recordRequest, renderL7 } from '../../src/metrics/l7.ts';
+import { LatencyRecorder, LatencyTotals, installLatencyRecorder, type DurationHistogram } from '../../src/metrics/latency.ts';
 import { renderPrometheus } from '../../src/metrics/prometheus.ts';
 import { W, allocateWorkerGauges, renderRuntime, runtimeFamilies, startLagMonitor, workerGaugeBlock } from '../../src/metrics/runtime.ts';
 import { parseMetrics, total } from '../helpers/net.ts';
@@ -18,8 +20,24 @@ const WORKERS = 2;
 const UPSTREAMS = ['api', 'db'];
 const MEM = { rss: 50e6, heapUsed: 10e6, heapTotal: 20e6, external: 1e6 };
 
+/**
+ * Runs `f` as worker `w` of a proxy with `listeners` listeners would: its recordRequest calls
+ * land in that worker's HDR histograms, whose answer is then merged into `totals`.
+ */
+function asWorker(totals: LatencyTotals, w: number, listeners: number, f: () => void): void {
+  const r = new LatencyRecorder(w * listeners, listeners);
+  installLatencyRecorder(r);
+  try {
+    f();
+  } finally {
+    installLatencyRecorder(null);
+  }
+  totals.merge(r.takeDelta());
+  r.destroy();
+}
+
 /** Two workers' worth of traffic: inbound 3x200 + 1x403, upstream api 2x200 + 1x503 + a retry. */
-function fixture(): { counters: Float64Array[]; l7: SharedArrayBuffer } {
+function fixture(): { counters: Float64Array[]; l7: SharedArrayBuffer; durations: DurationHistogram[] } {
   const cbuf = allocateCounters(WORKERS);
   const counters = [counterBlock(cbuf, 0), counterBlock(cbuf, 1)];
   const c0 = counters[0] as Float64Array;
@@ -31,30 +49,35 @@ function fixture(): { counters: Float64Array[]; l7: SharedArrayBuffer } {
   c1[S.TX_IN] = 2000;
   c1[deniedSlot('intention')] = 7;
   const l7 = allocateL7(WORKERS, 1 + UPSTREAMS.length);
+  const totals = new LatencyTotals(1 + UPSTREAMS.length);
   const in0 = l7Block(l7, 0, 3, 0);
   const in1 = l7Block(l7, 1, 3, 0);
-  recordRequest(in0, 200, 0.0004);
-  recordRequest(in0, 200, 0.003);
-  recordRequest(in1, 200, 20);
-  recordRequest(in1, 403, 0.001);
+  const api = l7Block(l7, 1, 3, 1);
+  asWorker(totals, 0, 3, () => {
+    recordRequest(in0, 200, 0.0004);
+    recordRequest(in0, 200, 0.003);
+  });
+  asWorker(totals, 1, 3, () => {
+    recordRequest(in1, 200, 20);
+    recordRequest(in1, 403, 0.001);
+    recordRequest(api, 200, 0.002);
+    recordRequest(api, 200, 0.002);
+    recordRequest(api, 503, 0.05);
+  });
   countL7Denied(in1, 'permission_deny');
   countL7Denied(in0, 'jwt_invalid');
-  const api = l7Block(l7, 1, 3, 1);
-  recordRequest(api, 200, 0.002);
-  recordRequest(api, 200, 0.002);
-  recordRequest(api, 503, 0.05);
   bump(api, L.RETRIES);
   countFlag(api, 'request_timeout');
   countOverflow(api, 'pending');
   countOverflow(api, 'requests');
   bump(api, L.EJECTIONS, 2);
   api[L.EJECTED_NOW] = 1;
-  return { counters, l7 };
+  return { counters, l7, durations: [0, 1, 2].map((l) => totals.histogram(l)) };
 }
 
 function envoyText(protocol = 'http'): string {
-  const { counters, l7 } = fixture();
-  return renderEnvoy({ service: 'web', datacenter: 'dc2', counters, l7: l7Totals(l7, WORKERS, 3), upstreams: UPSTREAMS, hasInbound: true, inboundProtocol: protocol });
+  const { counters, l7, durations } = fixture();
+  return renderEnvoy({ service: 'web', datacenter: 'dc2', counters, l7: l7Totals(l7, WORKERS, 3), durations, upstreams: UPSTREAMS, hasInbound: true, inboundProtocol: protocol });
 }
 
 function promtool(text: string): void {
@@ -121,8 +144,8 @@ test('envoy format: inbound connections under the HTTP or the TCP prefix by prot
 });
 
 test('envoy format without an inbound listener has no public_listener series', () => {
-  const { counters, l7 } = fixture();
-  const text = renderEnvoy({ service: 'web', datacenter: 'dc1', counters, l7: l7Totals(l7, WORKERS, 3), upstreams: UPSTREAMS, hasInbound: false, inboundProtocol: 'tcp' });
+  const { counters, l7, durations } = fixture();
+  const text = renderEnvoy({ service: 'web', datacenter: 'dc1', counters, l7: l7Totals(l7, WORKERS, 3), durations, upstreams: UPSTREAMS, hasInbound: false, inboundProtocol: 'tcp' });
   assert.doesNotMatch(text, /public_listener|rbac|tcp_downstream/);
   assert.match(text, /envoy_cluster_upstream_rq_total\{[^}]*consul_destination_service="api"/);
   assertStrictMetrics(text);
@@ -170,10 +193,10 @@ test('the lag monitor sees a blocked event loop and writes its own block only', 
 });
 
 test('both formats, whole, pass the strict checker and promtool', { skip: hasPromtool ? false : 'promtool not installed' }, () => {
-  const { counters, l7 } = fixture();
+  const { counters, l7, durations } = fixture();
   const runtime = runtimeFamilies(allocateWorkerGauges(WORKERS), WORKERS, MEM);
   const listeners = [{ direction: 'inbound' }, ...UPSTREAMS.map((u) => ({ direction: 'outbound', upstream: u }))];
-  const meshd = renderL7(l7Families(l7, WORKERS, listeners), { service: 'web' }) + renderPrometheus(counters, { service: 'web' }) + renderRuntime(runtime, { service: 'web' });
+  const meshd = renderL7(l7Families(l7, WORKERS, listeners, durations), { service: 'web' }) + renderPrometheus(counters, { service: 'web' }) + renderRuntime(runtime, { service: 'web' });
   assertStrictMetrics(meshd, { countersEndInTotal: true });
   promtool(meshd);
   const envoy = envoyText() + renderRuntime(runtime, { consul_source_service: 'web' });
