@@ -41,6 +41,9 @@ const STALE = -2;
  * next generation (clearing it instead would make a caller with many peers pay for churn).
  */
 const MAX_CACHED_IDS = 1024;
+/** Lookups per hit-rate window, and decisions the cache sits out after a window with < 50 % hits. */
+const CACHE_WINDOW = 512;
+const CACHE_BYPASS = 8192;
 const VIEW_REFRESH_ATTEMPTS = 1000;
 
 interface PolicyExports {
@@ -129,6 +132,13 @@ export class WasmPolicyProbe {
   // and the name-table probe for a source seen before in this generation.
   readonly #ids = new Map<string, number>();
   #idGen = 0;
+  // The cache pays for itself only when sources repeat (a sidecar's few callers); for a
+  // stream of ever-new names (a gateway, a random mix) each miss costs a lookup and an insert.
+  // So it watches its hit rate per window of lookups and stands aside for a while when most
+  // of them missed.
+  #window = 0;
+  #windowHits = 0;
+  #bypass = 0;
   readonly #scratch: Uint8Array;
   #closed = false;
   // Names whose bytes are in scratch now; null = unknown (after an error or before any call).
@@ -181,9 +191,10 @@ export class WasmPolicyProbe {
       this.#dstName = destination;
     }
     try {
-      if (source !== this.#srcName && this.#idGen !== 0) {
+      if (source !== this.#srcName && this.#idGen !== 0 && this.#useCache()) {
         const id = this.#ids.get(source);
         if (id !== undefined) {
+          this.#windowHits++;
           // The module's one-entry source cache now holds this id, not the scratch bytes' name.
           this.#srcName = null;
           const gen = this.#idGen;
@@ -204,7 +215,7 @@ export class WasmPolicyProbe {
       }
       let d = this.#decide(SRC_OFFSET, sl, DST_OFFSET, dl);
       if (d === NEED_REFRESH) d = this.#afterGrowth(() => this.#decide(SRC_OFFSET, sl, DST_OFFSET, dl));
-      if (fresh) this.#remember(source);
+      if (fresh && this.#bypass === 0) this.#remember(source);
       return d;
     } catch (e) {
       // A trap (corrupt table) must not leave the epoch announced, or the writer stalls.
@@ -215,6 +226,20 @@ export class WasmPolicyProbe {
       this.#idGen = 0;
       throw e;
     }
+  }
+
+  /** False while the cache stands aside; counts a lookup otherwise. */
+  #useCache(): boolean {
+    if (this.#bypass > 0) {
+      this.#bypass--;
+      return false;
+    }
+    if (++this.#window === CACHE_WINDOW) {
+      if (this.#windowHits * 2 < CACHE_WINDOW) this.#bypass = CACHE_BYPASS;
+      this.#window = 0;
+      this.#windowHits = 0;
+    }
+    return true;
   }
 
   /** Caches the id the last by-name decide() interned for `source`, for the generation it read. */
