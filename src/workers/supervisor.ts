@@ -25,6 +25,12 @@ export interface SupervisorOptions {
   /** The worker script; tests wrap the real one to inject faults. */
   readonly workerUrl?: URL;
   /**
+   * V8 old-generation limit per worker (MB). A worker that exceeds it dies alone
+   * (ERR_WORKER_OUT_OF_MEMORY) and is replaced like any crashed worker; without a limit a
+   * leak in one worker would grow until the whole process is killed.
+   */
+  readonly memoryLimitMb?: number;
+  /**
    * A worker's latency answer, whenever it arrives (also after collectLatency stopped waiting
    * for it). An exception thrown here is reported on stderr and goes no further.
    */
@@ -163,7 +169,11 @@ export class WorkerSupervisor {
       tls: this.#opts.currentTls(),
       routing: this.#opts.currentRouting(),
     };
-    const worker = new Worker(this.#opts.workerUrl ?? WORKER_URL, { name: `meshd-dataplane-${index}` });
+    const limit = this.#opts.memoryLimitMb;
+    const worker = new Worker(this.#opts.workerUrl ?? WORKER_URL, {
+      name: `meshd-dataplane-${index}`,
+      ...(limit === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: limit } }),
+    });
     this.#workers[index] = worker;
     return new Promise<ListeningPorts>((resolve, reject) => {
       let ready = false;

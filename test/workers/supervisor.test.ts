@@ -84,6 +84,7 @@ before(async () => {
     }),
     onWorkerExit: (_index, slot) => engine.releaseReader(slot),
     workerUrl: new URL('./crashing-worker.ts', import.meta.url),
+    memoryLimitMb: 128,
   });
   port = (await supervisor.start()).inbound as number;
 });
@@ -122,4 +123,23 @@ test('a crashed worker leaves the other serving and is replaced on the same port
   const published = await engine.update([]);
   assert.ok(published > 1);
   assert.equal(await mtlsEcho('denied now'), '');
+});
+
+test('a worker that runs out of memory dies alone and is replaced within 2 s; the other keeps serving', async () => {
+  const restarts = supervisor.restarts;
+  await engine.update([{ source: 'web', destination: 'api', action: 'allow' }]);
+  assert.equal(await mtlsEcho('allowed again'), 'allowed again');
+  assert.equal(supervisor.post(1, { type: 'test-oom' }), true);
+  const t0 = performance.now();
+  for (let i = 0; i < 500 && supervisor.running().includes(1); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(!supervisor.running().includes(1), 'the leaking worker never died (no heap limit?)');
+  // Worker 0 serves while 1 is replaced.
+  const during = await Promise.all(Array.from({ length: 10 }, (_v, i) => mtlsEcho(`d${i}`)));
+  const died = performance.now();
+  for (let i = 0; i < 200 && supervisor.running().length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(supervisor.running(), [0, 1]);
+  assert.ok(performance.now() - died < 2000, `replaced after ${Math.round(performance.now() - died)} ms`);
+  assert.equal(supervisor.restarts, restarts + 1);
+  assert.ok(performance.now() - t0 < 15_000);
+  assert.deepEqual(during, Array.from({ length: 10 }, (_v, i) => `d${i}`), 'worker 0 stopped serving');
 });
