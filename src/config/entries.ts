@@ -3,8 +3,8 @@
 // into Consul's API JSON for `GET /v1/config/:kind/:name`. Kinds: service-intentions
 // (./service-intentions.ts), service-defaults (./service-defaults.ts), jwt-provider
 // (./jwt.ts), and the discovery-chain kinds service-router (./service-router.ts),
-// service-splitter (./service-splitter.ts) and service-resolver (./service-resolver.ts).
-// Decode rules shared by all of them are in ./wire.ts.
+// service-splitter (./service-splitter.ts) and service-resolver (./service-resolver.ts), and
+// ingress-gateway (./ingress-gateway.ts). Decode rules shared by all of them are in ./wire.ts.
 //
 // Pure functions: no clock, no I/O (a JWKS Filename is not read here). Runs on the CLI and
 // the control thread, never per request.
@@ -19,6 +19,7 @@ import { decodeJwtProvider, encodeJwtProviderBody, type JwtProviderEntry } from 
 import { decodeServiceRouter, encodeServiceRouterBody, type ServiceRouterEntry } from './service-router.ts';
 import { decodeServiceSplitter, encodeServiceSplitterBody, type ServiceSplitterEntry } from './service-splitter.ts';
 import { decodeServiceResolver, encodeServiceResolverBody, type ServiceResolverEntry } from './service-resolver.ts';
+import { decodeIngressGateway, encodeIngressGatewayBody, type IngressGatewayEntry } from './ingress-gateway.ts';
 
 export * from './service-intentions.ts';
 export * from './service-defaults.ts';
@@ -26,13 +27,14 @@ export * from './jwt.ts';
 export * from './service-router.ts';
 export * from './service-splitter.ts';
 export * from './service-resolver.ts';
+export * from './ingress-gateway.ts';
 export type { IntentionRule } from '../control/intentions.ts';
 
-export type ConfigEntry = ServiceIntentionsEntry | ServiceDefaultsEntry | JwtProviderEntry | ServiceRouterEntry | ServiceSplitterEntry | ServiceResolverEntry;
+export type ConfigEntry = ServiceIntentionsEntry | ServiceDefaultsEntry | JwtProviderEntry | ServiceRouterEntry | ServiceSplitterEntry | ServiceResolverEntry | IngressGatewayEntry;
 export type ConfigEntryKind = ConfigEntry['kind'];
 
 export const CONFIG_ENTRY_KINDS: readonly ConfigEntryKind[] = [
-  'service-intentions', 'service-defaults', 'jwt-provider', 'service-router', 'service-splitter', 'service-resolver',
+  'service-intentions', 'service-defaults', 'jwt-provider', 'service-router', 'service-splitter', 'service-resolver', 'ingress-gateway',
 ];
 
 /**
@@ -60,6 +62,7 @@ export const ENTRY_OBJECT_KEYS: ReadonlySet<string> = new Set(
     'Limits', 'PassiveHealthCheck',
     'Match', 'RequestHeaders', 'ResponseHeaders', 'Subsets', 'Failover', 'Redirect', 'LoadBalancer', 'RingHashConfig',
     'LeastRequestConfig', 'CookieConfig', 'PrioritizeByLocality',
+    'TLS', 'SDS',
   ].map(normKey),
 );
 
@@ -91,6 +94,8 @@ export function decodeConfigEntry(raw: unknown): ConfigEntry {
       return decodeServiceSplitter(raw);
     case 'service-resolver':
       return decodeServiceResolver(raw);
+    case 'ingress-gateway':
+      return decodeIngressGateway(raw);
   }
 }
 
@@ -125,6 +130,9 @@ export function encodeConfigEntry(entry: ConfigEntry, index: RaftIndex): JsonObj
       break;
     case 'service-resolver':
       body = encodeServiceResolverBody(entry);
+      break;
+    case 'ingress-gateway':
+      body = encodeIngressGatewayBody(entry);
       break;
   }
   return { Kind: entry.kind, Name: entry.name, ...body, CreateIndex: index.createIndex, ModifyIndex: index.modifyIndex };

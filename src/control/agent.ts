@@ -12,6 +12,7 @@ import { Intentions, INTENTIONS, IntentionExistsError, decodeExactBody, decodeLe
 import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
 import { referencedJwtProviders } from '../config/service-intentions.ts';
 import { compileChain } from '../chain/compile.ts';
+import { gatewayConfig, ingressProtocolErrors } from '../gateway/config.ts';
 import { compileL7Sources, normalizeRequestPath } from '../authz/l7.ts';
 import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
@@ -495,23 +496,26 @@ export class Agent {
       ...this.#intentions.entries(),
       ...CONFIG_ENTRY_KINDS.filter((k) => k !== 'service-intentions').flatMap((k) => this.#store.list<ConfigEntry>(table(k)).map((e) => e.value)),
     ];
+    // Problems of the service graph, by what they are about (a chain's service name, or
+    // `ingress-gateway/<name>` for a listener whose service speaks another protocol).
     const chainErrors = (entries: readonly ConfigEntry[]): Map<string, string> => {
       const out = new Map<string, string>();
-      const names = new Set(entries.filter((e) => e.kind !== 'service-intentions' && e.kind !== 'jwt-provider').map((e) => e.name));
+      const names = new Set(entries.filter((e) => e.kind !== 'service-intentions' && e.kind !== 'jwt-provider' && e.kind !== 'ingress-gateway').map((e) => e.name));
       for (const name of names) {
         try {
           compileChain(entries, name, { datacenter: this.#opts.datacenter });
         } catch (err) {
           if (!(err instanceof FieldError)) throw err;
-          out.set(name, err.message);
+          out.set(name, `the discovery chain for ${JSON.stringify(name)} would not compile: ${err.message}`);
         }
       }
+      for (const [key, message] of ingressProtocolErrors(entries, { datacenter: this.#opts.datacenter })) out.set(key, message);
       return out;
     };
     const refuseBrokenChains = (before: readonly ConfigEntry[], after: readonly ConfigEntry[]): void => {
       const was = chainErrors(before);
-      for (const [name, message] of chainErrors(after)) {
-        if (!was.has(name)) throw new HttpError(400, `Request decode failed: the discovery chain for ${JSON.stringify(name)} would not compile: ${message}`);
+      for (const [key, message] of chainErrors(after)) {
+        if (!was.has(key)) throw new HttpError(400, `Request decode failed: ${message}`);
       }
     };
     on('PUT', '/v1/config', 'operator', async (ctx) => {
@@ -614,6 +618,20 @@ export class Agent {
           DefaultAllow: this.#policy.defaultAllow,
           Chains: chains,
         };
+      });
+    });
+    // meshd's own, for `meshd connect gateway -ingress`: its ingress-gateway entry, what a "*"
+    // service expands to, and the chain of every exposed service, in one blocking query (over
+    // the catalog too when a wildcard needs it). Only for the gateway's own name.
+    on('GET', '/v1/internal/meshd/gateway-config/:name', 'service', (ctx, caller) => {
+      const name = ctx.params.name as string;
+      if (!SERVICE_NAME_RE.test(name)) throw new HttpError(400, `invalid gateway name ${JSON.stringify(name)}`);
+      this.#requireWrite(caller, [name]);
+      const current = readEntry('ingress-gateway', name)?.value;
+      const wildcard = current?.kind === 'ingress-gateway' && current.listeners.some((l) => l.services.some((s) => s.name === '*'));
+      return this.#blocking(ctx, wildcard ? [...configTables, SERVICES] : configTables, () => {
+        const catalog = this.#catalog.services().flatMap((s) => (s.Kind === '' ? [s.Service] : []));
+        return gatewayConfig(allEntries(), name, catalog, { datacenter: this.#opts.datacenter, trustDomain: this.#ca.trustDomain });
       });
     });
     on('GET', '/v1/connect/intentions/check', 'read', (ctx) => {

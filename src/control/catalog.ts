@@ -51,7 +51,8 @@ export const MIN_DEREGISTER_AFTER_MS = 60_000;
  */
 export const OUTPUT_UPDATE_INTERVAL_MS = 5 * 60_000;
 
-export type ServiceKind = '' | 'connect-proxy';
+/** '' a typical service; 'ingress-gateway' as `meshd connect gateway -ingress -register` registers it. */
+export type ServiceKind = '' | 'connect-proxy' | 'ingress-gateway';
 export type CheckStatus = 'passing' | 'warning' | 'critical';
 
 export interface UpstreamConfig {
@@ -551,7 +552,7 @@ export function decodeRegistration(body: JsonObject): Registration {
   const id = optString(body, 'ID') || name;
   if (id.includes('/')) throw new FieldError('ID', 'must not contain "/" (it is a path segment of the agent API)');
   const kindRaw = optString(body, 'Kind') ?? '';
-  if (kindRaw !== '' && kindRaw !== 'connect-proxy') throw new FieldError('Kind', `unsupported kind ${JSON.stringify(kindRaw)} (use "connect-proxy" or omit it)`);
+  if (kindRaw !== '' && kindRaw !== 'connect-proxy' && kindRaw !== 'ingress-gateway') throw new FieldError('Kind', `unsupported kind ${JSON.stringify(kindRaw)} (use "connect-proxy", "ingress-gateway" or omit it)`);
   const kind: ServiceKind = kindRaw;
   const port = optPort(body, 'Port', 'Port') ?? 0;
   const tags = optTags(body, 'Tags') ?? [];
@@ -595,7 +596,7 @@ export function decodeRegistration(body: JsonObject): Registration {
     if (optBool(connect, 'Native', 'Connect.Native') === true) throw new FieldError('Connect.Native', 'Connect-native services are not supported: run a sidecar (Connect.SidecarService)');
     const s = optObject(connect, 'SidecarService', 'Connect.SidecarService');
     if (s !== undefined) {
-      if (kind === 'connect-proxy') throw new FieldError('Connect.SidecarService', 'a connect-proxy cannot have a sidecar');
+      if (kind !== '') throw new FieldError('Connect.SidecarService', `a ${kind} cannot have a sidecar`);
       sidecar = decodeSidecar(s, 'Connect.SidecarService', service);
     }
   }

@@ -19,7 +19,7 @@ import * as tls from 'node:tls';
 import { Pool } from 'undici';
 import { checkRequestHead, guardedServer, isPoisoned, poison } from './http-guard.ts';
 import { normalizeRequestPath } from '../authz/l7.ts';
-import type { ChainTarget, DataPlaneChain, RouteAction } from '../chain/types.ts';
+import { NO_HEADER_MODIFIERS, type ChainTarget, type DataPlaneChain, type HeaderModifiers, type RouteAction } from '../chain/types.ts';
 import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
 import { L, bump, countFlag, countOverflow, recordRequest, type ResponseFlag } from '../metrics/l7.ts';
 import type { Endpoint, UpstreamRouting } from '../workers/messages.ts';
@@ -119,6 +119,9 @@ export class HttpUpstream {
   readonly #random: () => number;
   readonly #now: () => number;
   #lastEjections = 0;
+  /** An ingress gateway's per-service (virtual host) modifiers, applied after the route's and the split's. */
+  #hostRequestHeaders: HeaderModifiers = NO_HEADER_MODIFIERS;
+  #hostResponseHeaders: HeaderModifiers = NO_HEADER_MODIFIERS;
 
   constructor(deps: HttpUpstreamDeps) {
     this.#deps = deps;
@@ -186,6 +189,24 @@ export class HttpUpstream {
     for (const pool of this.#pools.values()) void pool.destroy().catch(() => undefined);
     this.#pools.clear();
     this.#sessions.clear();
+  }
+
+  /**
+   * Serves one request that another server parsed: an ingress gateway's listener, which picks
+   * the upstream by Host header (src/gateway/ingress-listener.ts).
+   */
+  handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.#onRequest(req, res);
+  }
+
+  /**
+   * Header modifiers of the virtual host this upstream serves (an ingress service's
+   * RequestHeaders / ResponseHeaders), applied last, so they win over the route's and the
+   * split's as Envoy's virtual-host modifiers do.
+   */
+  setHostHeaders(request: HeaderModifiers, response: HeaderModifiers): void {
+    this.#hostRequestHeaders = request;
+    this.#hostResponseHeaders = response;
   }
 
   accept(socket: net.Socket): void {
@@ -335,14 +356,14 @@ export class HttpUpstream {
       return;
     }
     let headers = forwardHeaders(req.rawHeaders, DROP_OUTBOUND);
-    headers = applyModifiers(applyModifiers(headers, action.requestHeaders), split.requestHeaders);
+    headers = applyModifiers(applyModifiers(applyModifiers(headers, action.requestHeaders), split.requestHeaders), this.#hostRequestHeaders);
     const rewritten = rewritePath(norm.path, route.match, action.prefixRewrite);
     const path = norm.query === '' ? rewritten : `${rewritten}?${norm.query}`;
     const hashKey = ts.target.loadBalancer.hashPolicies.length === 0 ? null : requestHashKey(ts.target.loadBalancer.hashPolicies, { header: (n) => view.header(n), cookie: (n) => view.cookie(n), query: (n) => view.queryParam(n), sourceIp: view.sourceIp });
     const timeoutMs = action.requestTimeoutMs > 0 ? action.requestTimeoutMs : ts.target.requestTimeoutMs > 0 ? ts.target.requestTimeoutMs : DEFAULT_REQUEST_TIMEOUT_MS;
     const replayable = !hasBody(req.headers);
     const maxRetries = retriesFor(action);
-    new Exchange(this, { req, res, start, method, path, headers, ts, hashKey, action, responseModifiers: [action.responseHeaders, split.responseHeaders], replayable, maxRetries, timeoutMs }).begin();
+    new Exchange(this, { req, res, start, method, path, headers, ts, hashKey, action, responseModifiers: [action.responseHeaders, split.responseHeaders, this.#hostResponseHeaders], replayable, maxRetries, timeoutMs }).begin();
   }
 
   /** For Exchange: the pieces it needs from the listener. */
@@ -391,7 +412,8 @@ interface ExchangeSpec {
   readonly ts: TargetState;
   readonly hashKey: number | null;
   readonly action: RouteAction;
-  readonly responseModifiers: readonly [RouteAction['responseHeaders'], RouteAction['responseHeaders']];
+  /** Applied in order: the route's, the split's, the virtual host's. */
+  readonly responseModifiers: readonly HeaderModifiers[];
   readonly replayable: boolean;
   readonly maxRetries: number;
   readonly timeoutMs: number;
@@ -518,7 +540,7 @@ class Exchange {
           this.#done = true;
           clearTimeout(this.#timer);
           s.res.once('close', () => recordRequest(m, status, (performance.now() - s.start) / 1000));
-          return applyModifiers(applyModifiers(forwardHeaders(raw), s.responseModifiers[0]), s.responseModifiers[1]);
+          return s.responseModifiers.reduce(applyModifiers, forwardHeaders(raw));
         },
         onEnd: (discarded) => {
           end();

@@ -54,9 +54,9 @@ const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const CASES: [string, unknown, string, string | RegExp][] = [
   // Kind dispatch
   ['not an object', ['Kind'], 'entry', 'must be an object with a Kind'],
-  ['no Kind', { Name: 'api' }, 'Kind', 'is required (one of service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver)'],
+  ['no Kind', { Name: 'api' }, 'Kind', 'is required (one of service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway)'],
   ['Kind not a string', { Kind: 3 }, 'Kind', 'must be a string'],
-  ['unsupported kind', { Kind: 'proxy-defaults', Name: 'global' }, 'Kind', 'unsupported config entry kind "proxy-defaults": meshd supports service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver'],
+  ['unsupported kind', { Kind: 'proxy-defaults', Name: 'global' }, 'Kind', 'unsupported config entry kind "proxy-defaults": meshd supports service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway'],
 
   // service-intentions: the entry
   ['no Name', set(INTENTIONS, 'Name', undefined), 'Name', 'is required'],

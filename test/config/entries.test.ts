@@ -177,7 +177,7 @@ test('a per-kind decoder called directly refuses another kind', () => {
 
 test('parseConfigEntryKind accepts the three kinds in any case and names them otherwise', () => {
   assert.equal(parseConfigEntryKind('JWT-Provider'), 'jwt-provider');
-  assert.throws(() => parseConfigEntryKind('mesh', 'kind'), (e: unknown) => e instanceof FieldError && e.field === 'kind' && /service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver/.test(e.message));
+  assert.throws(() => parseConfigEntryKind('mesh', 'kind'), (e: unknown) => e instanceof FieldError && e.field === 'kind' && /service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway/.test(e.message));
 });
 
 test('service-defaults: tcp by default, protocol lower-cased, Consul GET output (Expose {}) accepted back', () => {

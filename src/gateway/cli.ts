@@ -1,0 +1,103 @@
+// `meshd connect gateway -ingress -service NAME`: runs an ingress gateway (./ingress.ts) for
+// the ingress-gateway config entry NAME. Flags as Consul's `consul connect envoy -gateway`
+// where they exist (-service, -address, -register), plus the sidecar's (-workers,
+// -metrics-addr, -access-log, -tls-min-version) and the HTTP API flags (-http-addr, -token,
+// -token-file). Prints a ready line `meshd gateway ready: service=NAME listener.<port>=HOST:PORT
+// … metrics=HOST:PORT workers=N` once every listener is bound (port 0 in the entry: the port
+// the kernel gave).
+
+import { ApiError } from '../control/client.ts';
+import { parseDuration } from '../control/decode.ts';
+import { HTTP_API_FLAGS, apiClient } from '../cli/http-api.ts';
+import { parseFlags, parseHostPort, parseWorkers, usageText, UsageError, type FlagSpecs } from '../cli/flags.ts';
+
+export interface GatewayCliIo {
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+  readonly log: (line: string) => void;
+  /** Resolves when the process is told to stop (SIGINT/SIGTERM). */
+  readonly untilSignal: () => Promise<NodeJS.Signals>;
+}
+
+export const GATEWAY_FLAGS: FlagSpecs = {
+  ...HTTP_API_FLAGS,
+  ingress: { kind: 'bool', help: 'Run an ingress gateway: the listeners and services of the ingress-gateway config entry named by -service' },
+  mesh: { kind: 'bool', help: 'Run a mesh gateway (not supported yet)' },
+  service: { kind: 'string', help: 'Name of the gateway: its ingress-gateway config entry, its identity (svc/NAME) and its catalog name', placeholder: 'NAME' },
+  address: { kind: 'string', help: 'Host every listener binds (0.0.0.0 for all interfaces)', placeholder: 'HOST', default: '127.0.0.1' },
+  workers: { kind: 'string', help: 'Data-plane worker threads (default: available parallelism)', placeholder: 'N', env: 'MESHD_WORKERS' },
+  'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
+  register: { kind: 'bool', help: 'Register the gateway in the agent catalog (Kind ingress-gateway, TTL heartbeat)' },
+  'access-log': { kind: 'string', help: 'Write one JSON line per HTTP request and per TCP connection to stdout, stderr or a file; off by default', placeholder: 'stdout|stderr|PATH' },
+  'tls-min-version': { kind: 'string', help: 'Lowest TLS version of the mTLS connections to the mesh: TLSv1_3, or TLSv1_2', placeholder: 'VERSION', default: 'TLSv1_3' },
+  'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation', placeholder: 'DURATION', default: '30s' },
+};
+
+const SERVICE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliIo): Promise<number> {
+  const usage = usageText('connect gateway', '-ingress -service NAME [options]', GATEWAY_FLAGS);
+  if (argv.some((a) => a === '-h' || a === '-help' || a === '--help')) return (io.out(usage), 0);
+  const f = parseFlags(argv, GATEWAY_FLAGS);
+  if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
+  if (f.bools.get('mesh') === true) throw new UsageError('-mesh: mesh gateways are not supported yet; meshd runs ingress gateways (-ingress)');
+  if (f.bools.get('ingress') !== true) throw new UsageError('give -ingress: meshd connect gateway runs ingress gateways');
+  const name = f.strings.get('service');
+  if (name === undefined) throw new UsageError('-service is required: the name of the ingress-gateway config entry');
+  if (!SERVICE_RE.test(name)) throw new UsageError(`-service ${JSON.stringify(name)} is not a valid service name`);
+  const address = f.strings.get('address') ?? '127.0.0.1';
+  if (address === '' || /^[^:[\]]+:\d+$/.test(address) || /^\[.*\]:\d+$/.test(address)) throw new UsageError(`-address takes a HOST (the ports come from the ingress-gateway entry), got ${JSON.stringify(address)}`);
+  const host = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address;
+  const tlsRaw = f.strings.get('tls-min-version') ?? 'TLSv1_3';
+  if (tlsRaw !== 'TLSv1_3' && tlsRaw !== 'TLSv1_2') throw new UsageError(`-tls-min-version must be TLSv1_3 or TLSv1_2, not ${JSON.stringify(tlsRaw)}`);
+  let jitterMs: number;
+  try {
+    jitterMs = parseDuration(f.strings.get('ca-change-jitter') ?? '30s', 'ca-change-jitter');
+  } catch {
+    throw new UsageError(`-ca-change-jitter must be a duration such as 30s, got ${JSON.stringify(f.strings.get('ca-change-jitter'))}`);
+  }
+  const metricsRaw = f.strings.get('metrics-addr');
+  const workers = parseWorkers(f.strings.get('workers'));
+  const accessLog = f.strings.get('access-log');
+  const { IngressGateway, GatewaySetupError } = await import('./ingress.ts');
+  const gateway = new IngressGateway({
+    gateway: name,
+    address: host,
+    client: apiClient(f),
+    workers,
+    metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
+    register: f.bools.get('register') === true,
+    ...(accessLog === undefined ? {} : { accessLog }),
+    log: io.log,
+    tlsMinVersion: tlsRaw === 'TLSv1_2' ? 'TLSv1.2' : 'TLSv1.3',
+    caChangeJitterMs: jitterMs,
+  });
+  let addrs;
+  try {
+    addrs = await gateway.start();
+  } catch (e) {
+    await gateway.stop().catch(() => undefined);
+    if (e instanceof GatewaySetupError) {
+      io.err(`meshd connect gateway: ${e.message}`);
+      return 1;
+    }
+    if (e instanceof ApiError && e.status === 403) {
+      io.err(`meshd connect gateway: the agent refuses to let this gateway act as service "${name}" (HTTP 403): ${e.message}`);
+      return 1;
+    }
+    if ((e as { code?: string }).code === 'EADDRINUSE') {
+      io.err(`meshd connect gateway: a listener port is already in use (${(e as Error).message}): free it or change the ingress-gateway entry`);
+      return 1;
+    }
+    throw e;
+  }
+  const parts = [`service=${name}`];
+  for (const l of addrs.listeners) parts.push(`${l.name}=${l.bound.host}:${l.bound.port}`);
+  if (addrs.metrics !== null) parts.push(`metrics=${addrs.metrics.host}:${addrs.metrics.port}`);
+  parts.push(`workers=${workers}`);
+  io.out(`meshd gateway ready: ${parts.join(' ')}`);
+  const sig = await io.untilSignal();
+  io.log(`[INFO] gateway: caught ${sig}, shutting down`);
+  await gateway.stop();
+  return 0;
+}

@@ -1,0 +1,139 @@
+// An ingress gateway's http listener: plain HTTP/1.1 from clients outside the mesh, each
+// request dispatched by its Host header (./hosts.ts) to the exposed service's HttpUpstream —
+// the very code of a sidecar's HTTP upstream listener (../dataplane/http-outbound.ts): the
+// service's discovery chain (routes, splits, failover), load balancing, retries, timeouts,
+// circuit breakers and outlier detection, and mTLS to the service's sidecars with the
+// gateway's own identity, so intentions decide what the gateway may reach. One HttpUpstream
+// per exposed service, each counting in its own L7 block (metrics labelled by listener and
+// service). No virtual host matches: 404, as Envoy answers, counted on the listener's block.
+// A tcp ingress listener needs none of this: it is an ordinary UpstreamListener
+// (../dataplane/outbound.ts) on the one service's chain.
+// Runs on: every data-plane worker of a gateway, each binding the same port with reusePort.
+
+import type * as http from 'node:http';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import { S } from '../metrics/counters.ts';
+import { countFlag } from '../metrics/l7.ts';
+import { answerLocally } from '../dataplane/http-forward.ts';
+import { checkRequestHead, guardedServer, isPoisoned, poison } from '../dataplane/http-guard.ts';
+import { HttpUpstream } from '../dataplane/http-outbound.ts';
+import { listenReusePort, tlsServerOptions } from '../dataplane/inbound.ts';
+import type { IngressRouting, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
+import { HostTable } from './hosts.ts';
+
+export interface IngressListenerDeps {
+  readonly spec: UpstreamSpec;
+  readonly counters: Float64Array;
+  /** The listener's own L7 block: requests no service takes (unknown host, unreadable head). */
+  readonly l7: Float64Array;
+  /** This worker's L7 block number `block` (a service's). */
+  readonly block: (block: number) => Float64Array;
+}
+
+interface Exposed {
+  readonly upstream: HttpUpstream;
+  readonly block: number;
+}
+
+export class IngressHttpListener {
+  readonly #deps: IngressListenerDeps;
+  readonly #server: net.Server;
+  readonly #http: http.Server;
+  /** Built once per certificate change, shared by every service's connection pools. */
+  #context: tls.SecureContext;
+  #trustDomain: string;
+  readonly #exposed = new Map<string, Exposed>();
+  #hosts = new HostTable<HttpUpstream>([]);
+
+  constructor(deps: IngressListenerDeps, material: TlsMaterial, routing: IngressRouting) {
+    this.#deps = deps;
+    this.#context = tls.createSecureContext(tlsServerOptions(material));
+    this.#trustDomain = material.trustDomain;
+    this.#http = guardedServer(60_000, (req, res) => this.#onRequest(req, res), () => countFlag(deps.l7, 'bad_request'));
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.#onConnection(s));
+    this.updateRouting(routing);
+  }
+
+  listen(port: number): Promise<number> {
+    return listenReusePort(this.#server, this.#deps.spec.host, port);
+  }
+
+  updateTls(material: TlsMaterial): void {
+    this.#context = tls.createSecureContext(tlsServerOptions(material));
+    this.#trustDomain = material.trustDomain;
+  }
+
+  /** New services, hosts, chains or instances; an upstream keeps its pools and outlier state. */
+  updateRouting(r: IngressRouting): void {
+    const keep = new Set<string>();
+    const table: { domains: readonly string[]; value: HttpUpstream }[] = [];
+    for (const s of r.services) {
+      keep.add(s.service);
+      let e = this.#exposed.get(s.service);
+      if (e !== undefined && e.block !== s.block) {
+        e.upstream.close();
+        e = undefined;
+      }
+      if (e === undefined) {
+        const upstream = new HttpUpstream({ name: s.service, metrics: this.#deps.block(s.block), tls: () => ({ context: this.#context, trustDomain: this.#trustDomain }) });
+        e = { upstream, block: s.block };
+        this.#exposed.set(s.service, e);
+      }
+      e.upstream.update(s.upstream);
+      e.upstream.setHostHeaders(s.requestHeaders, s.responseHeaders);
+      table.push({ domains: s.domains, value: e.upstream });
+    }
+    for (const [name, e] of this.#exposed) {
+      if (keep.has(name)) continue;
+      e.upstream.close();
+      this.#exposed.delete(name);
+    }
+    this.#hosts = new HostTable(table);
+  }
+
+  close(): Promise<void> {
+    this.#http.closeAllConnections();
+    for (const e of this.#exposed.values()) e.upstream.close();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #onConnection(client: net.Socket): void {
+    client.on('error', noop);
+    const c = this.#deps.counters;
+    c[S.ACCEPTED_OUT] = (c[S.ACCEPTED_OUT] as number) + 1;
+    client.once('close', () => {
+      c[S.RX_OUT] = (c[S.RX_OUT] as number) + client.bytesRead;
+      c[S.TX_OUT] = (c[S.TX_OUT] as number) + client.bytesWritten;
+      c[S.CLOSED_OUT] = (c[S.CLOSED_OUT] as number) + 1;
+    });
+    this.#http.emit('connection', client);
+    client.resume();
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const start = performance.now();
+    if (isPoisoned(req)) {
+      res.destroy();
+      return;
+    }
+    // The head is checked before the Host header is trusted (one Host, no smuggling); the
+    // upstream checks it again, which costs a loop over the headers.
+    const head = checkRequestHead(req.rawHeaders);
+    if (head !== null) {
+      poison(req, res);
+      answerLocally(res, this.#deps.l7, start, head.status, 'bad_request', head.detail);
+      return;
+    }
+    const host = req.headers.host ?? '';
+    const upstream = this.#hosts.match(host);
+    if (upstream === undefined) {
+      req.resume();
+      answerLocally(res, this.#deps.l7, start, 404, null, `no service of this ingress listener answers host ${JSON.stringify(host)}`);
+      return;
+    }
+    upstream.handle(req, res);
+  }
+}
+
+function noop(): void {}
