@@ -6,14 +6,22 @@
 // byte from them. TLS 1.3 clients finish their side of the handshake before the server has
 // checked their certificate, so a refused client may appear "connected" for a moment; the
 // decision and the counting happen here, on the server side.
+//
+// TLS policy (tlsServerOptions, also used by the upstream listeners for their client side):
+// TLS 1.3 only by default; `-tls-min-version TLSv1_2` also allows TLS 1.2, and then only
+// ECDHE key exchange with AEAD ciphers (AES-GCM, CHACHA20-POLY1305). No renegotiation.
+// Handshakes: a plain TCP listener accepts and hands each socket to the TLS server, unless
+// this worker already has `maxConcurrentHandshakes` handshakes in progress: then the socket
+// is closed at once and counted as `overloaded`. A handshake still unfinished after
+// `handshakeTimeoutMs` is closed by Node and counted as `timeout`.
 
-import { createHash } from 'node:crypto';
+import { constants as cryptoConstants, createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { compileL7Sources, type L7Programs, type L7Request } from '../authz/l7.ts';
 import { JwtProviders, verifiedJwtCheck } from '../authz/jwt-verify.ts';
 import { Decision, isAllowed } from '../authz/table.ts';
-import { S, deniedSlot, handshakeSlot, type DenyReason } from '../metrics/counters.ts';
+import { S, deniedSlot, handshakeSlot, type DenyReason, type HandshakeReason } from '../metrics/counters.ts';
 import { accessLogOn, logTcp } from '../metrics/access-log.ts';
 import type { InboundRouting, InboundSpec, TlsMaterial } from '../workers/messages.ts';
 import { HttpInbound, type AuthzRequest, type AuthzResult, type Peer } from './http-inbound.ts';
@@ -36,12 +44,57 @@ export interface InboundDeps {
   readonly counters: Float64Array;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  /** Handshakes this worker runs at once on the public listener; absent: DEFAULT_MAX_CONCURRENT_HANDSHAKES. */
+  readonly maxConcurrentHandshakes?: number;
   /** This listener's L7 counter block. */
   readonly l7: Float64Array;
 }
 
+/** The lowest TLS version a mesh endpoint speaks: TLS 1.3 unless configured otherwise. */
+export type MeshTlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
+export const DEFAULT_MAX_CONCURRENT_HANDSHAKES = 1024;
+
+/**
+ * TLS 1.3 suites (all AEAD; TLS_AES_128_CCM* are left out), then the TLS 1.2 suites allowed
+ * with -tls-min-version TLSv1_2: ECDHE only (forward secrecy), AEAD only (no CBC, no SHA-1
+ * MAC), the list Consul's Envoy config uses for TLS 1.2.
+ */
+export const MESH_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** Key-exchange groups offered and accepted, in order of preference. */
+const MESH_GROUPS = 'X25519:P-256:P-384';
+
+// One value per worker, set once by the worker at start (configureTls), before any listener.
+let minVersion: MeshTlsVersion = 'TLSv1.3';
+
+/** Sets this thread's lowest TLS version for every listener created afterwards. */
+export function configureTls(opts: { readonly minVersion?: MeshTlsVersion }): void {
+  minVersion = opts.minVersion ?? 'TLSv1.3';
+}
+
 export function tlsServerOptions(t: TlsMaterial): tls.SecureContextOptions {
-  return { key: t.keyPem, cert: t.certPem, ca: [...t.caPems], minVersion: 'TLSv1.2' };
+  return {
+    key: t.keyPem,
+    cert: t.certPem,
+    ca: [...t.caPems],
+    minVersion,
+    maxVersion: 'TLSv1.3',
+    ciphers: MESH_CIPHERS,
+    ecdhCurve: MESH_GROUPS,
+    honorCipherOrder: true,
+    secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+  };
 }
 
 /**
@@ -75,7 +128,14 @@ function decisionCode(d: number): number {
 
 export class InboundListener {
   readonly #deps: InboundDeps;
+  /** The TLS server never listens itself: #front accepts and hands sockets over. */
   readonly #server: tls.Server;
+  readonly #front: net.Server;
+  /** Handshakes handed to #server and not yet finished or failed. */
+  #handshaking = 0;
+  readonly #maxHandshakes: number;
+  /** TLS sockets already settled (secureConnection or tlsClientError), so none counts twice. */
+  readonly #settled = new WeakSet<tls.TLSSocket>();
   #trustDomain: string;
   readonly #live = new Set<LiveConnection>();
   #seenGeneration: number;
@@ -105,6 +165,7 @@ export class InboundListener {
       timeouts: () => this.#routing,
       authorize: (peer, req) => this.authorize(peer.service, req),
     });
+    this.#maxHandshakes = deps.maxConcurrentHandshakes ?? DEFAULT_MAX_CONCURRENT_HANDSHAKES;
     this.#server = tls.createServer({
       ...tlsServerOptions(material),
       requestCert: true,
@@ -112,19 +173,55 @@ export class InboundListener {
       allowHalfOpen: true,
       handshakeTimeout: deps.handshakeTimeoutMs,
     });
-    this.#server.on('secureConnection', (socket) => this.#onSecure(socket));
+    // allowHalfOpen here is what the TLS sockets inherit from the raw ones.
+    this.#front = net.createServer({ allowHalfOpen: true }, (raw) => this.#onTcp(raw));
+    this.#server.on('secureConnection', (socket) => {
+      this.#settle(socket);
+      this.#onSecure(socket);
+    });
     this.#seenGeneration = deps.policy.generation();
     this.#recheck = setInterval(() => this.recheck(), RECHECK_INTERVAL_MS);
     this.#recheck.unref();
-    this.#server.on('tlsClientError', (err) => {
-      const c = this.#deps.counters;
-      const slot = handshakeSlot(handshakeReason(err));
-      c[slot] = (c[slot] as number) + 1;
+    this.#server.on('tlsClientError', (err, socket) => {
+      this.#settle(socket);
+      // A chain the server refused arrives as a plain reset; the verify code says why.
+      this.#countHandshake(handshakeReason(err, socket.authorizationError));
+      // Node reports a handshake timeout but leaves the socket open: close it (and any other).
+      socket.destroy();
     });
   }
 
   listen(port: number): Promise<number> {
-    return listenReusePort(this.#server, this.#deps.spec.host, port);
+    return listenReusePort(this.#front, this.#deps.spec.host, port);
+  }
+
+  /** Handshakes in progress on this worker's public listener. */
+  get handshaking(): number {
+    return this.#handshaking;
+  }
+
+  #onTcp(raw: net.Socket): void {
+    if (this.#handshaking >= this.#maxHandshakes) {
+      raw.on('error', noop);
+      raw.destroy();
+      this.#countHandshake('overloaded');
+      return;
+    }
+    this.#handshaking++;
+    this.#server.emit('connection', raw);
+  }
+
+  /** Node ends every handed-over socket's handshake with exactly one of the two events. */
+  #settle(socket: tls.TLSSocket): void {
+    if (this.#settled.has(socket)) return;
+    this.#settled.add(socket);
+    this.#handshaking--;
+  }
+
+  #countHandshake(reason: HandshakeReason): void {
+    const c = this.#deps.counters;
+    const slot = handshakeSlot(reason);
+    c[slot] = (c[slot] as number) + 1;
   }
 
   /** Swaps in a renewed leaf or trust bundle; live connections keep their session. */
@@ -157,7 +254,7 @@ export class InboundListener {
   close(): Promise<void> {
     clearInterval(this.#recheck);
     this.#http.close();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    return new Promise((resolve) => this.#front.close(() => resolve()));
   }
 
   /**

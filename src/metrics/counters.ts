@@ -17,6 +17,8 @@ export type Direction = (typeof DIRECTIONS)[number];
  * - intention: the intention table denied source -> destination (default deny included)
  * - bad_identity: the peer certificate has no single, well-formed SPIFFE service ID
  * - foreign_trust_domain: a valid chain, but a SPIFFE ID from another trust domain
+ * - bad_key_usage: a valid chain, but the leaf is not a workload leaf (CA:TRUE, KeyUsage
+ *   missing digitalSignature or carrying keyCertSign/cRLSign, no clientAuth EKU)
  * - local_app_unreachable: allowed, but the local app refused or timed out
  * - no_healthy_upstream: no passing instance of the upstream in the catalog
  * - upstream_connect_failed: TCP/TLS to the chosen instance failed
@@ -29,6 +31,7 @@ export const DENY_REASONS = [
   'intention',
   'bad_identity',
   'foreign_trust_domain',
+  'bad_key_usage',
   'local_app_unreachable',
   'no_healthy_upstream',
   'upstream_connect_failed',
@@ -38,8 +41,19 @@ export const DENY_REASONS = [
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 
-/** TLS handshake failures on the public listener, by reason. */
-export const HANDSHAKE_REASONS = ['no_certificate', 'unknown_ca', 'expired', 'timeout', 'protocol', 'other'] as const;
+/**
+ * TLS handshake failures on the public listener, by reason (src/dataplane/tls-errors.ts).
+ * - no_certificate: the client sent no certificate
+ * - unknown_ca: the client chain does not verify against the trust bundle
+ * - expired / not_yet_valid: a certificate of the chain is outside its validity period
+ * - bad_key_usage: OpenSSL refused the leaf's purpose (an EKU without clientAuth, a
+ *   KeyUsage with neither digitalSignature nor keyAgreement)
+ * - timeout: the handshake did not finish within -handshake-timeout
+ * - overloaded: refused before the handshake, -max-concurrent-handshakes were in progress
+ * - protocol: not TLS, no common version or cipher, a malformed handshake, or the client
+ *   aborted it (alert or reset)
+ */
+export const HANDSHAKE_REASONS = ['no_certificate', 'unknown_ca', 'expired', 'not_yet_valid', 'bad_key_usage', 'timeout', 'overloaded', 'protocol', 'other'] as const;
 export type HandshakeReason = (typeof HANDSHAKE_REASONS)[number];
 
 export interface SlotInfo {
