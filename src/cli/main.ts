@@ -8,14 +8,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { parseDuration, parseJson } from '../control/decode.ts';
 import { CA_CONFIG_OBJECT_KEYS, collapseBlocks, parseConfigText } from '../config/hcl.ts';
 import { join } from 'node:path';
-import { parseFlags, parseHostPort, parseHttpAddr, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
-import { AgentClient, AgentUnreachable, ApiError } from '../control/client.ts';
+import { parseFlags, parseHostPort, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
+import { AgentUnreachable, ApiError, type AgentClient } from '../control/client.ts';
+import { HTTP_API_FLAGS as HTTP_ADDR, TokenFileError, apiClient } from './http-api.ts';
 import { VERSION } from '../version.ts';
-
-const HTTP_ADDR: FlagSpecs = {
-  'http-addr': { kind: 'string', help: 'Address of the meshd agent API', placeholder: 'HOST:PORT', default: '127.0.0.1:8500', env: 'MESHD_HTTP_ADDR' },
-  token: { kind: 'string', help: 'ACL token sent as X-Consul-Token', placeholder: 'TOKEN', env: 'MESHD_HTTP_TOKEN' },
-};
 
 const TOP_USAGE = `Usage: meshd <command> [args]
 
@@ -24,6 +20,7 @@ meshd is a zero-trust service mesh modelled on Consul Connect.
 Commands:
   agent            Run the authority: CA, catalog, intentions, HTTP API
   connect proxy    Run a sidecar proxy for one service
+  connect gateway  Run an ingress gateway (-ingress) for an ingress-gateway config entry
   intention        Create, check, list, match, explain and delete service intentions
   config           Write, read, list and delete config entries (HCL or JSON)
   services         Register and deregister service definitions (HCL or JSON)
@@ -49,8 +46,9 @@ function wantsHelp(argv: readonly string[]): boolean {
   return argv.some((a) => a === '-h' || a === '-help' || a === '--help');
 }
 
+/** -http-addr, -token / -token-file and their environment variables (./http-api.ts). */
 function client(flags: ParsedFlags): AgentClient {
-  return new AgentClient(parseHttpAddr(flags.strings.get('http-addr') ?? '127.0.0.1:8500'), flags.strings.get('token') ?? null);
+  return apiClient(flags);
 }
 
 /** Resolves on SIGINT/SIGTERM; a second signal forces exit. */
@@ -69,23 +67,71 @@ function untilSignal(): Promise<NodeJS.Signals> {
 // ---------------------------------------------------------------------------------- agent
 
 const AGENT_FLAGS: FlagSpecs = {
-  dev: { kind: 'bool', help: 'Development mode: open API, state in a temporary directory unless -data-dir is given' },
-  'http-addr': { kind: 'string', help: 'Address the HTTP API listens on', placeholder: 'HOST:PORT', default: '127.0.0.1:8500', env: 'MESHD_HTTP_ADDR' },
+  dev: { kind: 'bool', help: 'Development mode: open API (ACLs off: no token needed), state in a temporary directory unless -data-dir is given' },
+  // No env: the listen address is only ever chosen explicitly (MESHD_HTTP_ADDR is the clients'
+  // variable, as CONSUL_HTTP_ADDR). A non-loopback address is allowed, with a warning.
+  'http-addr': { kind: 'string', help: 'Address the HTTP API listens on (a non-loopback address is reachable from other hosts: the agent warns)', placeholder: 'HOST:PORT', default: '127.0.0.1:8500' },
   'data-dir': { kind: 'string', help: 'Directory for persistent state (CA root, catalog, intentions)', placeholder: 'DIR' },
   datacenter: { kind: 'string', help: 'Datacenter name', placeholder: 'NAME', default: 'dc1' },
   node: { kind: 'string', help: 'Node name (default: the hostname)', placeholder: 'NAME' },
   'default-intention-policy': { kind: 'string', help: 'Decision when no intention matches: allow or deny', placeholder: 'POLICY', default: 'deny' },
-  'initial-management-token': { kind: 'string', help: 'Management token: may obtain any certificate and create service tokens', placeholder: 'TOKEN', env: 'MESHD_INITIAL_MANAGEMENT_TOKEN' },
+  'initial-management-token': { kind: 'string', help: 'Management token: may do everything, including creating service tokens (default: bootstrapped into DIR/acl-management-token)', placeholder: 'TOKEN', env: 'MESHD_INITIAL_MANAGEMENT_TOKEN' },
+  'token-file': { kind: 'string', help: 'File holding the management token (instead of the one bootstrapped into DIR/acl-management-token)', placeholder: 'FILE' },
 };
 
+/**
+ * The agent's management token. -dev: only one given by flag (the API is open anyway).
+ * Otherwise -token-file, else -initial-management-token (or its env), else the one in
+ * DIR/acl-management-token, bootstrapped on first start (0600) and printed that once.
+ */
+async function managementToken(f: ParsedFlags, dev: boolean, dataDir: string): Promise<string | null> {
+  const { loadOrBootstrapManagementToken, readTokenFile, tokenFileIsShared } = await import('../control/acl.ts');
+  const file = f.strings.get('token-file');
+  const given = f.strings.get('initial-management-token');
+  if (file !== undefined && given !== undefined) throw new UsageError('give -token-file or -initial-management-token, not both');
+  if (file !== undefined) {
+    let token: string;
+    try {
+      token = readTokenFile(file);
+    } catch (e) {
+      throw new AgentSetupError(`cannot read -token-file ${file}: ${(e as Error).message}`);
+    }
+    if (tokenFileIsShared(file)) logLine(`[WARN] agent: token file ${file} is readable by group or others: chmod 600 it`);
+    return token;
+  }
+  if (given !== undefined) return given;
+  if (dev) return null;
+  let boot: ReturnType<typeof loadOrBootstrapManagementToken>;
+  try {
+    boot = loadOrBootstrapManagementToken(dataDir);
+  } catch (e) {
+    throw new AgentSetupError(`cannot read or create the management token in ${dataDir}: ${(e as Error).message}`);
+  }
+  if (boot.created) {
+    logLine(`[WARN] agent: ACL bootstrap: created the management token ${boot.token} (shown this once)`);
+    logLine(`[WARN] agent: the management token is saved in ${boot.path} (mode 0600): use it with -token-file ${boot.path} or MESHD_HTTP_TOKEN_FILE=${boot.path}`);
+  } else {
+    if (tokenFileIsShared(boot.path)) logLine(`[WARN] agent: token file ${boot.path} is readable by group or others: chmod 600 it`);
+    logLine(`[INFO] agent: management token read from ${boot.path}`);
+  }
+  return boot.token;
+}
+
+/** A start-up problem the agent reports in one line (exit 1). */
+class AgentSetupError extends Error {
+  override readonly name = 'AgentSetupError';
+}
+
 async function cmdAgent(argv: readonly string[]): Promise<number> {
-  const usage = usageText('agent', '-dev [options]', AGENT_FLAGS);
+  const usage = usageText('agent', '-data-dir DIR [options] | -dev [options]', AGENT_FLAGS);
   if (wantsHelp(argv)) return (out(usage), 0);
   const f = parseFlags(argv, AGENT_FLAGS);
   if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
   const dev = f.bools.get('dev') === true;
   let dataDir = f.strings.get('data-dir') ?? null;
-  if (!dev && dataDir === null) throw new UsageError('-data-dir is required (or use -dev for a throwaway agent)');
+  // Outside -dev the CA key, the catalog and the management token must survive a restart:
+  // there is no in-memory mode that would print a token nobody can recover.
+  if (!dev && dataDir === null) throw new UsageError('-data-dir is required: it keeps the CA, the catalog and the bootstrapped management token (or use -dev for a throwaway agent with an open API)');
   const policy = f.strings.get('default-intention-policy');
   if (policy !== 'allow' && policy !== 'deny') throw new UsageError('-default-intention-policy must be allow or deny');
   const datacenter = f.strings.get('datacenter') ?? 'dc1';
@@ -97,8 +143,18 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
     dataDir = tempDir;
   }
   const { Agent } = await import('../control/agent.ts');
+  const { isLoopbackHost } = await import('../control/acl.ts');
   const node = f.strings.get('node');
   let agent: InstanceType<typeof Agent>;
+  let management: string | null;
+  try {
+    management = await managementToken(f, dev, dataDir);
+  } catch (e) {
+    if (!(e instanceof AgentSetupError)) throw e;
+    err(`meshd agent: ${e.message}`);
+    if (tempDir !== null) rmSync(tempDir, { recursive: true, force: true });
+    return 1;
+  }
   try {
     agent = new Agent({
       host: addr.host,
@@ -107,7 +163,7 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
       datacenter,
       defaultAllow: policy === 'allow',
       dev,
-      managementToken: f.strings.get('initial-management-token') ?? null,
+      managementToken: management,
       ...(node === undefined ? {} : { nodeName: node }),
     });
     await agent.start();
@@ -124,7 +180,14 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
     throw e;
   }
   const a = agent.address;
-  out(`meshd agent ready: http=${a.address}:${a.port} datacenter=${datacenter} trust-domain=${agent.trustDomain} data-dir=${dataDir}`);
+  const where = `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  if (dev) {
+    logLine(`[WARN] agent: DEV MODE, ACLs DISABLED: the HTTP API at ${where} answers every caller without a token (intentions, config, registrations, CA settings; certificates to loopback callers). Never use -dev outside development.`);
+  }
+  if (!isLoopbackHost(addr.host)) {
+    logLine(`[WARN] agent: the HTTP API listens on ${where}, reachable from other hosts over plain HTTP${dev ? ' and open to all of them (-dev)' : ': tokens cross the network in clear text'}; the default is 127.0.0.1`);
+  }
+  out(`meshd agent ready: http=${a.address}:${a.port} datacenter=${datacenter} trust-domain=${agent.trustDomain} data-dir=${dataDir} acl=${dev ? 'disabled' : 'enabled'}`);
   const sig = await untilSignal();
   logLine(`[INFO] agent: caught ${sig}, shutting down`);
   await agent.stop();
@@ -143,6 +206,7 @@ const PROXY_FLAGS: FlagSpecs = {
   workers: { kind: 'string', help: 'Data-plane worker threads (default: available parallelism)', placeholder: 'N', env: 'MESHD_WORKERS' },
   'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
   'access-log': { kind: 'string', help: 'Write one JSON line per HTTP request and per TCP connection (pino, buffered) to stdout, stderr or a file; off by default', placeholder: 'stdout|stderr|PATH' },
+  'tls-session-resumption': { kind: 'bool', help: 'Resume TLS sessions to upstream sidecars on tcp upstreams (a small per-instance cache; -tls-session-resumption=false makes every connection a full mTLS handshake); on by default' },
   'metrics-format': {
     kind: 'string',
     help: "Names and labels of /metrics: meshd (meshd_* names, seconds) or envoy (Envoy's stat names with Consul's consul_* labels, milliseconds)",
@@ -154,6 +218,9 @@ const PROXY_FLAGS: FlagSpecs = {
   'service-tag': { kind: 'list', help: 'Tag of the service instance, registered on the sidecar too (for resolver subsets)', placeholder: 'TAG' },
   'service-meta': { kind: 'list', help: 'Meta of the service instance as KEY=VALUE, registered on the sidecar too (for resolver subsets)', placeholder: 'KEY=VALUE' },
   'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation (spreads the CSR load)', placeholder: 'DURATION', default: '30s' },
+  'tls-min-version': { kind: 'string', help: "Lowest TLS version of the public listener and upstream connections: TLSv1_3, or TLSv1_2 to also allow TLS 1.2 with ECDHE+AEAD suites only (Consul's TLSMinVersion spelling)", placeholder: 'VERSION', default: 'TLSv1_3' },
+  'handshake-timeout': { kind: 'string', help: 'Close a public-listener connection whose TLS handshake has not finished after this long', placeholder: 'DURATION', default: '10s' },
+  'max-concurrent-handshakes': { kind: 'string', help: 'TLS handshakes in progress per worker on the public listener; new connections over it are closed at once (counted as overloaded)', placeholder: 'N', default: '1024' },
   'sidecar-for': {
     kind: 'string',
     help: 'Run the sidecar registered for this service ID (connect { sidecar_service {} }): service, addresses, upstreams, tags and meta come from the agent; nothing is re-registered',
@@ -164,8 +231,12 @@ const PROXY_FLAGS: FlagSpecs = {
 async function cmdConnect(argv: readonly string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === 'ca') return cmdConnectCa(rest);
+  if (sub === 'gateway') {
+    const { cmdConnectGateway } = await import('../gateway/cli.ts');
+    return cmdConnectGateway(rest, { out, err, log: logLine, untilSignal });
+  }
   if (sub !== 'proxy') {
-    if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect <proxy|ca> [options]\n'), sub === undefined ? 2 : 0);
+    if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect <proxy|gateway|ca> [options]\n'), sub === undefined ? 2 : 0);
     throw new UsageError(`unknown connect subcommand: ${sub} (try: meshd connect proxy)`);
   }
   const usage = usageText('connect proxy', '-service NAME [options] | -sidecar-for ID [options]', PROXY_FLAGS);
@@ -238,18 +309,26 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
     metricsFormat,
     ...(f.strings.get('access-log') === undefined ? {} : { accessLog: f.strings.get('access-log') }),
+    tlsSessionResumption: f.bools.get('tls-session-resumption') !== false,
     register,
     ...(registerId === undefined ? {} : { registerId }),
     tags,
     meta,
     log: logLine,
     caChangeJitterMs: parseDurationFlag(f.strings.get('ca-change-jitter') ?? '30s', 'ca-change-jitter'),
+    tlsMinVersion: parseTlsMinVersion(f.strings.get('tls-min-version') ?? 'TLSv1_3'),
+    handshakeTimeoutMs: parseHandshakeTimeout(f.strings.get('handshake-timeout') ?? '10s'),
+    maxConcurrentHandshakes: parsePositiveInt(f.strings.get('max-concurrent-handshakes') ?? '1024', 'max-concurrent-handshakes'),
   });
   let addrs;
   try {
     addrs = await proxy.start();
   } catch (e) {
     await proxy.stop().catch(() => undefined);
+    if (e instanceof ApiError && e.status === 403) {
+      err(`meshd connect proxy: the agent refuses to let this proxy act as service "${service}" (HTTP 403): ${e.message}`);
+      return 1;
+    }
     const code = (e as { code?: string }).code;
     if (code === 'EADDRINUSE') {
       err(`meshd connect proxy: a listen address is already in use (${(e as Error).message}): free the port or choose another`);
@@ -305,6 +384,26 @@ async function cmdConnectCa(argv: readonly string[]): Promise<number> {
   }
 }
 
+/** Consul's TLSMinVersion values; TLS 1.0 and 1.1 are not offered at all. */
+function parseTlsMinVersion(value: string): 'TLSv1.2' | 'TLSv1.3' {
+  if (value === 'TLSv1_3') return 'TLSv1.3';
+  if (value === 'TLSv1_2') return 'TLSv1.2';
+  throw new UsageError(`-tls-min-version must be TLSv1_3 or TLSv1_2, not ${JSON.stringify(value)}`);
+}
+
+/** A handshake timeout of 0 would mean none: refused, a slow client must not hold a slot forever. */
+function parseHandshakeTimeout(value: string): number {
+  const ms = parseDurationFlag(value, 'handshake-timeout');
+  if (ms < 1) throw new UsageError(`-handshake-timeout must be positive, got ${JSON.stringify(value)}`);
+  return ms;
+}
+
+function parsePositiveInt(value: string, flag: string): number {
+  const n = /^[0-9]{1,9}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1)) throw new UsageError(`-${flag} must be a whole number of at least 1, got ${JSON.stringify(value)}`);
+  return n;
+}
+
 function parseDurationFlag(value: string, flag: string): number {
   try {
     return parseDuration(value, flag);
@@ -317,7 +416,7 @@ function parseDurationFlag(value: string, flag: string): number {
 
 const CONFIG_KIND_FLAGS: FlagSpecs = {
   ...HTTP_ADDR,
-  kind: { kind: 'string', help: 'Config entry kind (service-intentions, service-defaults, service-router, service-splitter, service-resolver, jwt-provider)', placeholder: 'KIND' },
+  kind: { kind: 'string', help: 'Config entry kind (service-intentions, service-defaults, service-router, service-splitter, service-resolver, jwt-provider, ingress-gateway)', placeholder: 'KIND' },
   name: { kind: 'string', help: 'Config entry name', placeholder: 'NAME' },
 };
 
@@ -619,6 +718,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     if (e instanceof ApiError) {
       err(`meshd: the agent refused the request (HTTP ${e.status}): ${e.message}`);
+      return cmd === 'intention' ? 2 : 1;
+    }
+    if (e instanceof TokenFileError) {
+      err(`meshd: cannot read the token: ${e.message}`);
       return cmd === 'intention' ? 2 : 1;
     }
     err(`meshd: ${(e as Error).stack ?? String(e)}`);

@@ -14,6 +14,7 @@ import type { JwtRequirement, SourceIntention } from '../config/service-intentio
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
 import { envoySourceLabels, renderEnvoy } from '../metrics/envoy.ts';
 import { allocateL7, l7Families, l7Totals, renderL7 } from '../metrics/l7.ts';
+import { LatencyTotals } from '../metrics/latency.ts';
 import { renderFamilies, renderPrometheus, type Gauge } from '../metrics/prometheus.ts';
 import { allocateWorkerGauges, renderRuntime, runtimeFamilies } from '../metrics/runtime.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
@@ -44,6 +45,8 @@ export interface ProxyOptions {
   readonly metricsFormat?: MetricsFormat;
   /** Access log: 'stdout', 'stderr' or a file path (each worker appends); absent: off. */
   readonly accessLog?: string;
+  /** Resume TLS sessions on tcp upstreams (default true; ../dataplane/outbound.ts). */
+  readonly tlsSessionResumption?: boolean;
   readonly register: boolean;
   readonly registerId?: string;
   /**
@@ -57,6 +60,10 @@ export interface ProxyOptions {
   /** Consul's built-in proxy defaults: local connect 1000 ms, upstream connect 10000 ms. */
   readonly connectTimeoutMs?: number;
   readonly handshakeTimeoutMs?: number;
+  /** Lowest TLS version on the public listener and upstream connections (default TLS 1.3). */
+  readonly tlsMinVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /** Handshakes in progress per worker on the public listener before new ones are refused (default 1024). */
+  readonly maxConcurrentHandshakes?: number;
   /**
    * After a root rotation, wait a random time in [0, this) before re-issuing the leaf
    * (Consul's caChangeJitterWindow, 30 s): a fleet then renews spread out, not at once.
@@ -141,12 +148,19 @@ interface IssuedCertBody {
 const REGISTER_TTL = '30s';
 const HEARTBEAT_MS = 10_000;
 const WATCH_RETRY_MS = 1000;
+const WATCH_RETRY_MAX_MS = 30_000;
 /**
  * Floor between two issuances of our own: if the agent's clock and ours disagree so much that
  * a fresh leaf already looks due, we renew every 10 s instead of hammering the CA.
  */
 const MIN_REISSUE_MS = 10_000;
 const RENEW_RETRY_MS = 10_000;
+/**
+ * How long a scrape waits for the workers' latency histograms. Workers answer within a
+ * millisecond unless their event loop is stuck; past this, /metrics renders with what the
+ * late worker reported in its previous answers, and its answer is added when it arrives.
+ */
+const SCRAPE_WAIT_MS = 200;
 
 export class SidecarProxy {
   readonly #o: ProxyOptions;
@@ -171,6 +185,8 @@ export class SidecarProxy {
   #routing: RoutingSnapshot | null = null;
   readonly #filters = new Map<string, (e: HealthFilterEntry) => boolean>();
   readonly #l7Metrics: SharedArrayBuffer;
+  /** Request-duration histograms merged from the workers' answers, per listener, cumulative. */
+  readonly #latency: LatencyTotals;
   /** Per-worker event-loop lag and heap gauges (../metrics/runtime.ts). */
   readonly #workerGauges: SharedArrayBuffer;
   #renewTimer: NodeJS.Timeout | undefined;
@@ -188,6 +204,7 @@ export class SidecarProxy {
     this.#policy = new PolicyEngine({ maxWorkers: opts.workers, defaultAllow: false });
     this.#counters = allocateCounters(opts.workers);
     this.#l7Metrics = allocateL7(opts.workers, 1 + opts.upstreams.length);
+    this.#latency = new LatencyTotals(1 + opts.upstreams.length);
     this.#workerGauges = allocateWorkerGauges(opts.workers);
   }
 
@@ -220,11 +237,15 @@ export class SidecarProxy {
         workerGauges: this.#workerGauges,
         connectTimeoutMs: this.#o.connectTimeoutMs ?? 5000,
         handshakeTimeoutMs: this.#o.handshakeTimeoutMs ?? 10_000,
+        ...(this.#o.tlsMinVersion === undefined ? {} : { tlsMinVersion: this.#o.tlsMinVersion }),
+        ...(this.#o.maxConcurrentHandshakes === undefined ? {} : { maxConcurrentHandshakes: this.#o.maxConcurrentHandshakes }),
         ...(this.#o.accessLog === undefined ? {} : { accessLog: this.#o.accessLog }),
+        ...(this.#o.tlsSessionResumption === false ? { tlsSessionResumption: false } : {}),
       },
       currentTls: () => this.#requireTls(),
       currentRouting: () => this.#requireRouting(),
       onWorkerExit: (_index, slot) => this.#policy.releaseReader(slot),
+      onLatency: (_index, delta) => this.#latency.merge(delta),
     });
     const ports = await this.#supervisor.start();
     this.#renewTimer = setInterval(() => this.#checkRenewal(), this.#o.renewCheckMs ?? 1000);
@@ -256,10 +277,17 @@ export class SidecarProxy {
     }
   }
 
+  /** What `/metrics` answers: the workers' latest histograms are merged first (bounded wait). */
+  async scrape(): Promise<string> {
+    await this.#supervisor?.collectLatency(SCRAPE_WAIT_MS);
+    return this.metricsText();
+  }
+
   /**
-   * Text of `/metrics`: counters summed over workers, plus control-thread gauges, in the
-   * format `-metrics-format` chose. Both formats end with the proxy's own meshd_* gauges
-   * (certificates, workers, event-loop lag, memory), which have no Envoy counterpart.
+   * Text of `/metrics`: counters summed over workers, the request-duration histograms merged so
+   * far, plus control-thread gauges, in the format `-metrics-format` chose. Both formats end
+   * with the proxy's own meshd_* gauges (certificates, workers, event-loop lag, memory), which
+   * have no Envoy counterpart.
    */
   metricsText(): string {
     const blocks = Array.from({ length: this.#o.workers }, (_v, i) => counterBlock(this.#counters, i));
@@ -272,6 +300,7 @@ export class SidecarProxy {
     ];
     const mem = process.memoryUsage();
     const runtime = runtimeFamilies(this.#workerGauges, this.#o.workers, { rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external });
+    const durations = Array.from({ length: this.#latency.listeners }, (_v, l) => this.#latency.histogram(l));
     if (this.#o.metricsFormat === 'envoy') {
       const source = envoySourceLabels(this.#o.service, this.#datacenter);
       const envoy = renderEnvoy({
@@ -279,6 +308,7 @@ export class SidecarProxy {
         datacenter: this.#datacenter,
         counters: blocks,
         l7: l7Totals(this.#l7Metrics, this.#o.workers, 1 + this.#o.upstreams.length),
+        durations,
         upstreams: this.#o.upstreams.map((u) => u.name),
         hasInbound: this.#o.listen !== null && this.#o.serviceAddr !== null,
         inboundProtocol: this.#config?.Local.Protocol ?? 'tcp',
@@ -287,7 +317,7 @@ export class SidecarProxy {
     }
     const listeners = [{ direction: 'inbound' }, ...this.#o.upstreams.map((u) => ({ direction: 'outbound', upstream: u.name }))];
     const labels = { service: this.#o.service };
-    const l7 = renderL7(l7Families(this.#l7Metrics, this.#o.workers, listeners), labels);
+    const l7 = renderL7(l7Families(this.#l7Metrics, this.#o.workers, listeners, durations), labels);
     return l7 + renderPrometheus(blocks, labels, own) + renderRuntime(runtime, labels);
   }
 
@@ -482,15 +512,22 @@ export class SidecarProxy {
   #watch(what: string, start: number, step: (index: number) => Promise<number>, signal: AbortSignal = this.#abort.signal): void {
     const loop = async (): Promise<void> => {
       let index = start;
+      let failures = 0;
       while (!signal.aborted) {
         try {
           const next = await step(index);
+          failures = 0;
           // Consul's rule: an index that went backwards means the agent restarted; resync.
           index = next < index ? 0 : next;
         } catch (err) {
           if (signal.aborted) return;
-          this.#o.log(`[WARN] proxy: watch ${what} failed, retrying: ${(err as Error).message}`);
-          await new Promise((r) => setTimeout(r, WATCH_RETRY_MS));
+          // Exponential backoff with jitter (half to all of 1 s, 2 s, 4 s … capped at 30 s), so a fleet of
+          // sidecars does not hammer an agent that is coming back; the last good state keeps serving.
+          const cap = Math.min(WATCH_RETRY_MAX_MS, WATCH_RETRY_MS * 2 ** Math.min(failures, 10));
+          const wait = Math.floor(cap / 2 + (this.#o.random ?? Math.random)() * (cap / 2));
+          failures++;
+          this.#o.log(`[WARN] proxy: watch ${what} failed (${failures} in a row), retrying in ${wait} ms: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, wait));
           index = 0;
         }
       }
@@ -501,9 +538,16 @@ export class SidecarProxy {
   async #startMetrics(addr: HostPort): Promise<HostPort> {
     const server = createServer((req, res) => {
       if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?') === true)) {
-        const body = this.metricsText();
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
+        this.scrape().then(
+          (body) => {
+            res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+            res.end(body);
+          },
+          (err: Error) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(`metrics failed: ${err.message}\n`);
+          },
+        );
         return;
       }
       res.writeHead(404, { 'content-type': 'text/plain' });

@@ -6,11 +6,13 @@ import { parentPort } from 'node:worker_threads';
 import { PolicyTableReader } from '../authz/table.ts';
 import { WasmPolicyProbe } from '../wasm/policy.ts';
 import { counterBlock } from '../metrics/counters.ts';
-import { l7Block } from '../metrics/l7.ts';
+import { l7Block, l7BlockNumber } from '../metrics/l7.ts';
+import { LatencyRecorder, installLatencyRecorder } from '../metrics/latency.ts';
 import { closeAccessLog, openAccessLog } from '../metrics/access-log.ts';
 import { startLagMonitor, workerGaugeBlock } from '../metrics/runtime.ts';
-import { InboundListener } from '../dataplane/inbound.ts';
+import { InboundListener, configureTls } from '../dataplane/inbound.ts';
 import { UpstreamListener } from '../dataplane/outbound.ts';
+import { IngressHttpListener } from '../gateway/ingress-listener.ts';
 import type { FromWorker, RoutingSnapshot, ToWorker, WorkerInit } from './messages.ts';
 
 if (parentPort === null) throw new Error('dataplane-worker.ts must run as a worker thread');
@@ -18,8 +20,12 @@ const port = parentPort;
 
 let inbound: InboundListener | null = null;
 const upstreams = new Map<string, UpstreamListener>();
+/** An ingress gateway's http listeners (../gateway/ingress-listener.ts), by name. */
+const ingress = new Map<string, IngressHttpListener>();
 let routingVersion = -1;
 let stopLagMonitor: (() => void) | null = null;
+/** This worker's request-duration histograms (WebAssembly), one per listener. */
+let latency: LatencyRecorder | null = null;
 
 function applyRouting(r: RoutingSnapshot): void {
   // Snapshots are whole and versioned: an older one arriving late is ignored.
@@ -29,6 +35,10 @@ function applyRouting(r: RoutingSnapshot): void {
   for (const [name, u] of upstreams) {
     const ur = r.upstreams[name];
     if (ur !== undefined) u.updateRouting(ur);
+  }
+  for (const [name, l] of ingress) {
+    const ir = r.ingress?.[name];
+    if (ir !== undefined) l.updateRouting(ir);
   }
 }
 
@@ -41,7 +51,10 @@ async function init(msg: WorkerInit): Promise<void> {
   if (msg.accessLog !== undefined) openAccessLog(msg.accessLog);
   // One libuv timer and a write every window: no cost per request or connection.
   if (msg.workerGauges !== undefined) stopLagMonitor = startLagMonitor(workerGaugeBlock(msg.workerGauges, msg.index));
-  const listeners = 1 + msg.upstreams.length;
+  const listeners = msg.l7Listeners ?? 1 + msg.upstreams.length;
+  configureTls(msg.tlsMinVersion === undefined ? {} : { minVersion: msg.tlsMinVersion });
+  latency = new LatencyRecorder(l7BlockNumber(msg.index, listeners, 0), listeners);
+  installLatencyRecorder(latency);
   routingVersion = msg.routing.version;
   // The WebAssembly probe is the default: 0.52-0.68x the TypeScript reader's time per decision
   // (docs/BENCHMARKS.md). MESHD_POLICY_PROBE=ts selects the reference implementation.
@@ -49,7 +62,7 @@ async function init(msg: WorkerInit): Promise<void> {
   let inboundPort: number | null = null;
   if (msg.inbound !== null) {
     inbound = new InboundListener(
-      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, l7: l7Block(msg.l7Metrics, msg.index, listeners, 0) },
+      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, ...(msg.maxConcurrentHandshakes === undefined ? {} : { maxConcurrentHandshakes: msg.maxConcurrentHandshakes }), l7: l7Block(msg.l7Metrics, msg.index, listeners, 0) },
       msg.tls,
       msg.routing.inbound,
     );
@@ -57,9 +70,17 @@ async function init(msg: WorkerInit): Promise<void> {
   }
   const ports: Record<string, number> = {};
   for (const [i, spec] of msg.upstreams.entries()) {
+    if (msg.ingress?.includes(spec.name) === true) {
+      const ir = msg.routing.ingress?.[spec.name] ?? { services: [] };
+      const block = (b: number): Float64Array => l7Block(msg.l7Metrics, msg.index, listeners, b);
+      const l = new IngressHttpListener({ spec, counters, l7: block(1 + i), block }, msg.tls, ir);
+      ingress.set(spec.name, l);
+      ports[spec.name] = await l.listen(spec.port);
+      continue;
+    }
     const routing = msg.routing.upstreams[spec.name];
     if (routing === undefined) throw new Error(`no routing for upstream ${spec.name}`);
-    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i) }, msg.tls, routing);
+    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, tlsSessionResumption: msg.tlsSessionResumption !== false, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i) }, msg.tls, routing);
     upstreams.set(spec.name, l);
     ports[spec.name] = await l.listen(spec.port);
   }
@@ -69,8 +90,11 @@ async function init(msg: WorkerInit): Promise<void> {
 async function drain(): Promise<void> {
   stopLagMonitor?.();
   stopLagMonitor = null;
-  await Promise.all([inbound?.close(), ...[...upstreams.values()].map((u) => u.close())]);
+  await Promise.all([inbound?.close(), ...[...upstreams.values(), ...ingress.values()].map((u) => u.close())]);
   closeAccessLog();
+  installLatencyRecorder(null);
+  latency?.destroy();
+  latency = null;
   send({ type: 'drained' });
 }
 
@@ -84,9 +108,14 @@ port.on('message', (msg: ToWorker) => {
     case 'tls':
       inbound?.updateTls(msg.tls);
       for (const u of upstreams.values()) u.updateTls(msg.tls);
+      for (const l of ingress.values()) l.updateTls(msg.tls);
       break;
     case 'routing':
       applyRouting(msg.routing);
+      break;
+    case 'latency':
+      // A scrape: hand over what was recorded since the last one (the histograms reset).
+      send({ type: 'latency', seq: msg.seq, delta: latency?.takeDelta() ?? null });
       break;
     case 'drain':
       // Stop accepting; open connections finish on their own (or the process exits).

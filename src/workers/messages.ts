@@ -1,10 +1,12 @@
 // Every message between a proxy's control thread and its data-plane workers, in one place.
 // Data flows one way: control -> workers (config, certificates, endpoints). Workers answer
-// only with lifecycle events; traffic facts travel through the shared counter blocks.
+// with lifecycle events and, once per scrape when asked, their latency histograms; counters
+// travel through the shared counter blocks.
 
-import type { ChainProtocol, DataPlaneChain } from '../chain/types.ts';
+import type { ChainProtocol, DataPlaneChain, HeaderModifiers } from '../chain/types.ts';
 import type { JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
+import type { LatencyDelta } from '../metrics/latency.ts';
 
 export interface TlsMaterial {
   /** PKCS#8 PEM of the leaf key (generated in this process; never sent to the agent). */
@@ -61,6 +63,23 @@ export interface UpstreamRouting {
   readonly endpoints: Readonly<Record<string, readonly Endpoint[]>>;
 }
 
+/** One service an ingress gateway's http listener exposes (src/gateway/ingress-listener.ts). */
+export interface IngressServiceRouting {
+  readonly service: string;
+  /** Virtual-host domains, lower-case (src/gateway/hosts.ts). */
+  readonly domains: readonly string[];
+  /** The worker's L7 counter block for this service (fixed per service for the process's life). */
+  readonly block: number;
+  readonly requestHeaders: HeaderModifiers;
+  readonly responseHeaders: HeaderModifiers;
+  readonly upstream: UpstreamRouting;
+}
+
+/** An ingress gateway's http listener: its services, dispatched by Host header. */
+export interface IngressRouting {
+  readonly services: readonly IngressServiceRouting[];
+}
+
 /**
  * Everything routing-related a worker needs, sent whole on every change (it is small) with
  * a version that only grows; a worker applies a snapshot only if it is newer than its own.
@@ -69,6 +88,8 @@ export interface RoutingSnapshot {
   readonly version: number;
   readonly inbound: InboundRouting;
   readonly upstreams: Readonly<Record<string, UpstreamRouting>>;
+  /** An ingress gateway's http listeners, by listener (upstream spec) name. Absent: none. */
+  readonly ingress?: Readonly<Record<string, IngressRouting>>;
 }
 
 export interface WorkerInit {
@@ -92,14 +113,30 @@ export interface WorkerInit {
   readonly workerGauges?: SharedArrayBuffer;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  /** Lowest TLS version of every mesh TLS endpoint (-tls-min-version); absent: TLS 1.3. */
+  readonly tlsMinVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /** Handshakes in progress per worker on the public listener (-max-concurrent-handshakes); absent: 1024. */
+  readonly maxConcurrentHandshakes?: number;
   /** Access log target ('stdout', 'stderr' or a file path); absent: off. */
   readonly accessLog?: string;
+  /** false: tcp upstreams do not resume TLS sessions (../dataplane/outbound.ts). Absent: on. */
+  readonly tlsSessionResumption?: boolean;
+  /**
+   * An ingress gateway: the names of the `upstreams` that are http ingress listeners (routed
+   * by Host header, ../gateway/ingress-listener.ts, with `routing.ingress`); the other
+   * upstreams are ordinary upstream listeners (its tcp listeners). Absent: none.
+   */
+  readonly ingress?: readonly string[];
+  /** L7 counter blocks per worker (an ingress gateway has one per exposed service too). Absent: 1 + upstreams. */
+  readonly l7Listeners?: number;
 }
 
 export type ToWorker =
   | WorkerInit
   | { readonly type: 'tls'; readonly tls: TlsMaterial }
   | { readonly type: 'routing'; readonly routing: RoutingSnapshot }
+  /** A scrape: answer with a `latency` message carrying the same `seq`. */
+  | { readonly type: 'latency'; readonly seq: number }
   | { readonly type: 'drain' };
 
 export interface ListeningPorts {
@@ -110,4 +147,6 @@ export interface ListeningPorts {
 export type FromWorker =
   | { readonly type: 'listening'; readonly ports: ListeningPorts }
   | { readonly type: 'fatal'; readonly code: string; readonly message: string }
+  /** The durations recorded since the previous answer (../metrics/latency.ts); null: none kept. */
+  | { readonly type: 'latency'; readonly seq: number; readonly delta: LatencyDelta | null }
   | { readonly type: 'drained' };
