@@ -161,13 +161,18 @@ export function loadOrBootstrapManagementToken(dataDir: string): { token: string
 
 export class Acl {
   readonly #store: Store;
-  readonly #management: string | null;
+  #management: string | null;
   readonly #dev: boolean;
 
   constructor(store: Store, opts: { managementToken: string | null; devLoopback: boolean }) {
     this.#store = store;
     this.#management = opts.managementToken;
     this.#dev = opts.devLoopback;
+  }
+
+  /** Replaces the management token (an agent reload re-read its file); the old one is refused from now on. */
+  setManagementToken(token: string | null): void {
+    this.#management = token;
   }
 
   isManagement(token: string | null): boolean {

@@ -47,6 +47,11 @@ export interface AgentOptions {
   readonly dev?: boolean;
   /** Consul's acl.tokens.initial_management: may do anything, including creating tokens. */
   readonly managementToken?: string | null;
+  /**
+   * Reads the management token again from where it came from (a token file), for reload();
+   * throws when it cannot. Absent: the token is fixed for the agent's life.
+   */
+  readonly reloadManagementToken?: () => string | null;
   readonly now?: () => number;
   /** How often TTL checks are swept for expiry. */
   readonly sweepIntervalMs?: number;
@@ -136,6 +141,28 @@ export class Agent {
       this.#ca.tick().catch((err: Error) => process.stderr.write(`${new Date().toISOString()} [ERROR] agent: CA housekeeping failed: ${err.message}\n`));
     }, this.#opts.caTickIntervalMs ?? 60_000);
     this.#caTick.unref();
+  }
+
+  /**
+   * Reload (SIGHUP, PUT /v1/agent/reload). The agent's configuration is its flags, and its
+   * state (catalog, checks, intentions, config entries, CA configuration) lives in the data
+   * directory and changes through the API, so there are no service or check definition files
+   * to read again. A reload re-reads what does come from a file: the management token, when
+   * it came from -token-file or DIR/acl-management-token (so it can be rotated without a
+   * restart; the old one is refused at once). Then it re-applies what derives from stored
+   * state: every HTTP/TCP health-check probe is restarted (runs now), the CSR rate limits are
+   * taken again from the CA configuration, and the intention table is recompiled. A token file
+   * that cannot be read fails the reload before anything changed, keeping the old token.
+   */
+  async reload(): Promise<{ readonly tokenReloaded: boolean; readonly checks: number }> {
+    const reread = this.#opts.reloadManagementToken;
+    const token = reread === undefined ? undefined : reread();
+    if (token !== undefined) this.#acl.setManagementToken(token);
+    this.#checks.stopAll();
+    this.#syncChecks();
+    this.#limiter.configure(this.#ca.config.csrMaxPerSecond, this.#ca.config.csrMaxConcurrent);
+    await this.#republish();
+    return { tokenReloaded: token !== undefined, checks: this.#checks.ids().length };
   }
 
   /** The CA, for in-process tests that drive housekeeping with an injected clock. */
@@ -254,6 +281,16 @@ export class Agent {
       ]);
       ctx.res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
       ctx.res.end(text);
+    });
+    // Consul's reload endpoint (operator: it is what SIGHUP does; see reload()). A reload
+    // that fails (an unreadable token file) answers 500 and changes nothing.
+    on('PUT', '/v1/agent/reload', 'operator', async (ctx) => {
+      try {
+        await this.reload();
+      } catch (err) {
+        throw new HttpError(500, `reload failed: ${(err as Error).message}`);
+      }
+      sendText(ctx.res, 200, '');
     });
     on('GET', '/v1/status/leader', 'public', (ctx) => sendJson(ctx.res, 200, `${this.address.address}:${this.address.port}`));
 

@@ -40,11 +40,16 @@ export interface RequestOptions {
 export class AgentClient {
   readonly base: URL;
 
-  readonly #token: string | null;
+  #token: string | null;
 
   /** `token` is sent as X-Consul-Token (Consul's -token / CONSUL_HTTP_TOKEN). */
   constructor(base: URL, token: string | null = null) {
     this.base = base;
+    this.#token = token;
+  }
+
+  /** Replaces the token for the requests sent from now on (a reload re-read its file). */
+  setToken(token: string | null): void {
     this.#token = token;
   }
 

@@ -1,22 +1,22 @@
 // `meshd connect gateway -ingress -service NAME`: runs an ingress gateway (./ingress.ts) for
 // the ingress-gateway config entry NAME. Flags as Consul's `consul connect envoy -gateway`
 // where they exist (-service, -address, -register), plus the sidecar's (-workers,
-// -metrics-addr, -access-log, -tls-min-version) and the HTTP API flags (-http-addr, -token,
-// -token-file). Prints a ready line `meshd gateway ready: service=NAME listener.<port>=HOST:PORT
+// -metrics-addr, -access-log, -tls-min-version, -drain-timeout, -worker-memory-limit) and the
+// HTTP API flags (-http-addr, -token, -token-file). SIGTERM/SIGINT drain, SIGHUP reloads, as
+// for `connect proxy` (../cli/serve.ts). Prints a ready line `meshd gateway ready: service=NAME listener.<port>=HOST:PORT
 // … metrics=HOST:PORT workers=N` once every listener is bound (port 0 in the entry: the port
 // the kernel gave).
 
 import { ApiError } from '../control/client.ts';
 import { parseDuration } from '../control/decode.ts';
-import { HTTP_API_FLAGS, apiClient } from '../cli/http-api.ts';
+import { HTTP_API_FLAGS, apiClient, apiToken } from '../cli/http-api.ts';
+import { DATA_PLANE_SERVE_FLAGS, describeReload, parseDataPlaneServeFlags, serveSignals } from '../cli/serve.ts';
 import { parseFlags, parseHostPort, parseWorkers, usageText, UsageError, type FlagSpecs } from '../cli/flags.ts';
 
 export interface GatewayCliIo {
   readonly out: (text: string) => void;
   readonly err: (text: string) => void;
   readonly log: (line: string) => void;
-  /** Resolves when the process is told to stop (SIGINT/SIGTERM). */
-  readonly untilSignal: () => Promise<NodeJS.Signals>;
 }
 
 export const GATEWAY_FLAGS: FlagSpecs = {
@@ -31,6 +31,7 @@ export const GATEWAY_FLAGS: FlagSpecs = {
   'access-log': { kind: 'string', help: 'Write one JSON line per HTTP request and per TCP connection to stdout, stderr or a file; off by default', placeholder: 'stdout|stderr|PATH' },
   'tls-min-version': { kind: 'string', help: 'Lowest TLS version of the mTLS connections to the mesh: TLSv1_3, or TLSv1_2', placeholder: 'VERSION', default: 'TLSv1_3' },
   'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation', placeholder: 'DURATION', default: '30s' },
+  ...DATA_PLANE_SERVE_FLAGS,
 };
 
 const SERVICE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -59,11 +60,15 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
   const metricsRaw = f.strings.get('metrics-addr');
   const workers = parseWorkers(f.strings.get('workers'));
   const accessLog = f.strings.get('access-log');
+  const serve = parseDataPlaneServeFlags(f);
+  // SIGHUP is taken over before anything starts: a reload sent early must not kill the gateway.
+  const signals = serveSignals('gateway', io.log);
   const { IngressGateway, GatewaySetupError } = await import('./ingress.ts');
+  const client = apiClient(f);
   const gateway = new IngressGateway({
     gateway: name,
     address: host,
-    client: apiClient(f),
+    client,
     workers,
     metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
     register: f.bools.get('register') === true,
@@ -71,6 +76,7 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
     log: io.log,
     tlsMinVersion: tlsRaw === 'TLSv1_2' ? 'TLSv1.2' : 'TLSv1.3',
     caChangeJitterMs: jitterMs,
+    workerMemoryLimitMb: serve.workerMemoryLimitMb,
   });
   let addrs;
   try {
@@ -96,8 +102,20 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
   if (addrs.metrics !== null) parts.push(`metrics=${addrs.metrics.host}:${addrs.metrics.port}`);
   parts.push(`workers=${workers}`);
   io.out(`meshd gateway ready: ${parts.join(' ')}`);
-  const sig = await io.untilSignal();
-  io.log(`[INFO] gateway: caught ${sig}, shutting down`);
-  await gateway.stop();
+  signals.onReload(() => {
+    try {
+      client.setToken(apiToken(f));
+    } catch (e) {
+      io.log(`[WARN] gateway: reload: cannot read the token, keeping the current one: ${(e as Error).message}`);
+    }
+    gateway.reload().then(
+      (r) => io.log(describeReload('gateway', r)),
+      (e: Error) => io.log(`[ERROR] gateway: reload failed: ${e.message}`),
+    );
+  });
+  const sig = await signals.until();
+  io.log(`[INFO] gateway: caught ${sig}, deregistering and draining for up to ${serve.drainTimeoutMs} ms (send it again to exit at once)`);
+  await gateway.stop({ drainTimeoutMs: serve.drainTimeoutMs });
+  io.log('[INFO] gateway: drained, exiting');
   return 0;
 }

@@ -16,7 +16,7 @@ import * as tls from 'node:tls';
 import { S } from '../metrics/counters.ts';
 import { countFlag } from '../metrics/l7.ts';
 import { answerLocally } from '../dataplane/http-forward.ts';
-import { checkRequestHead, guardedServer, isPoisoned, poison } from '../dataplane/http-guard.ts';
+import { checkRequestHead, drainHttp, guardedServer, isPoisoned, poison } from '../dataplane/http-guard.ts';
 import { HttpUpstream } from '../dataplane/http-outbound.ts';
 import { listenReusePort, tlsServerOptions } from '../dataplane/inbound.ts';
 import type { IngressRouting, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
@@ -96,6 +96,17 @@ export class IngressHttpListener {
     this.#http.closeAllConnections();
     for (const e of this.#exposed.values()) e.upstream.close();
     return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /**
+   * Graceful end (SIGTERM): stops accepting at once; requests in flight finish and are
+   * answered with `Connection: close`, idle connections close now (drainHttp). Resolves when
+   * no connection is left, then releases every service's pools. The caller bounds the wait.
+   */
+  async drain(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all([drainHttp(this.#http), closed]);
+    for (const e of this.#exposed.values()) e.upstream.close();
   }
 
   #onConnection(client: net.Socket): void {

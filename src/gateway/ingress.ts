@@ -1,5 +1,5 @@
 // `meshd connect gateway -ingress -service NAME`: an ingress gateway's control thread. Like a
-// sidecar's (src/control/proxy.ts), whose pieces it mirrors: it follows the agent with
+// sidecar's (src/control/proxy.ts), with the same pieces (src/control/agent-session.ts): it follows the agent with
 // blocking queries (roots, its gateway config, healthy instances of every target), obtains a
 // leaf for its own identity `spiffe://<td>/ns/default/dc/<dc>/svc/<NAME>` by CSR (the key never
 // leaves the process), and runs the same data-plane workers (src/workers/), with the same
@@ -15,24 +15,18 @@
 // new one is not bound until the gateway restarts.
 // Runs on: the gateway process's main thread. It never touches a data-plane socket.
 
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createLeafCsr } from '../ca/authority.ts';
-import { serviceSpiffeId } from '../ca/spiffe.ts';
 import { DEFAULT_PASSIVE_HEALTH_CHECK, type DataPlaneChain } from '../chain/types.ts';
 import { WILDCARD_SERVICE, type IngressListener, type IngressListenerProtocol, type IngressService } from '../config/ingress-gateway.ts';
-import { ApiError, type AgentClient } from '../control/client.ts';
-import { compileHealthFilter, type HealthFilterEntry } from '../control/filter.ts';
+import { AgentSession, REGISTER_TTL, chainTargetServices, type HostPort, type ReloadReport } from '../control/agent-session.ts';
+import type { AgentClient } from '../control/client.ts';
 import { PolicyEngine } from '../control/policy.ts';
-import { targetEndpoints, type HealthEntry, type HostPort } from '../control/proxy.ts';
-import { renewalDelayMs } from '../control/renewal.ts';
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
 import { allocateL7, l7Families, renderL7 } from '../metrics/l7.ts';
 import { LatencyTotals } from '../metrics/latency.ts';
 import { renderPrometheus, type Gauge } from '../metrics/prometheus.ts';
 import { allocateWorkerGauges, renderRuntime, runtimeFamilies } from '../metrics/runtime.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
-import type { Endpoint, IngressRouting, IngressServiceRouting, RoutingSnapshot, TlsMaterial, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
+import type { IngressRouting, IngressServiceRouting, RoutingSnapshot, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
 import type { GatewayConfigBody } from './config.ts';
 import { ingressDomains } from './hosts.ts';
 
@@ -56,6 +50,8 @@ export interface IngressGatewayOptions {
   readonly random?: () => number;
   readonly now?: () => number;
   readonly renewCheckMs?: number;
+  /** V8 old-generation limit of each worker, MB (-worker-memory-limit); absent: none. */
+  readonly workerMemoryLimitMb?: number;
 }
 
 export interface BoundListener {
@@ -77,26 +73,8 @@ export class GatewaySetupError extends Error {
   override readonly name = 'GatewaySetupError';
 }
 
-interface RootsBody {
-  readonly ActiveRootID: string;
-  readonly TrustDomain: string;
-  readonly Roots: readonly { readonly ID: string; readonly RootCert: string; readonly NotAfter: string }[];
-}
-
-interface IssuedCertBody {
-  readonly CertPEM: string;
-  readonly ValidAfter: string;
-  readonly ValidBefore: string;
-}
-
 /** L7 blocks beyond the services the entry names at start: room for services added live and a wildcard's. */
 export const SPARE_SERVICE_BLOCKS = 16;
-const REGISTER_TTL = '30s';
-const HEARTBEAT_MS = 10_000;
-const WATCH_RETRY_MS = 1000;
-const WATCH_RETRY_MAX_MS = 30_000;
-const MIN_REISSUE_MS = 10_000;
-const RENEW_RETRY_MS = 10_000;
 const SCRAPE_WAIT_MS = 200;
 
 /** A chain with no route: http answers 503, tcp closes the connection (counted). */
@@ -118,20 +96,15 @@ function signature(listeners: readonly { readonly port: number; readonly protoco
 export class IngressGateway {
   readonly #o: IngressGatewayOptions;
   readonly #client: AgentClient;
-  readonly #abort = new AbortController();
   /** The workers need a policy table; a gateway has no public listener, so it stays empty. */
   readonly #policy: PolicyEngine;
   readonly #counters: SharedArrayBuffer;
+  /** Watches, certificates, exposed targets' health, registration, /metrics (../control/agent-session.ts). */
+  readonly #session: AgentSession;
   #l7Metrics: SharedArrayBuffer | null = null;
   #latency: LatencyTotals | null = null;
   readonly #workerGauges: SharedArrayBuffer;
   #supervisor: WorkerSupervisor | null = null;
-  #metrics: Server | null = null;
-  #tls: TlsMaterial | null = null;
-  #datacenter = 'dc1';
-  #activeRootId = '';
-  #caPems: string[] = [];
-  #trustDomain = '';
   #config: GatewayConfigBody | null = null;
   /** The listeners as bound at start (fixed for the process's life). */
   #listeners: readonly IngressListener[] = [];
@@ -144,18 +117,8 @@ export class IngressGateway {
   #warnedFull = false;
   #warnedListeners = '';
   readonly #warnedServices = new Set<string>();
-  readonly #health = new Map<string, readonly HealthEntry[]>();
-  readonly #healthWatches = new Map<string, AbortController>();
-  readonly #filters = new Map<string, (e: HealthFilterEntry) => boolean>();
   #routingVersion = 0;
   #routing: RoutingSnapshot | null = null;
-  #renewTimer: NodeJS.Timeout | undefined;
-  #renewAt = Infinity;
-  #renewing = false;
-  #leafNotAfter = 0;
-  #rootNotAfter = 0;
-  #heartbeat: NodeJS.Timeout | undefined;
-  #registered = false;
 
   constructor(opts: IngressGatewayOptions) {
     this.#o = opts;
@@ -163,12 +126,20 @@ export class IngressGateway {
     this.#policy = new PolicyEngine({ maxWorkers: opts.workers, defaultAllow: false });
     this.#counters = allocateCounters(opts.workers);
     this.#workerGauges = allocateWorkerGauges(opts.workers);
+    this.#session = new AgentSession({
+      ...opts,
+      who: 'gateway',
+      service: opts.gateway,
+      publishTls: (tls) => this.#supervisor?.broadcast({ type: 'tls', tls }),
+      onHealthChange: () => this.#publishRouting(),
+    });
   }
 
   async start(): Promise<GatewayAddresses> {
     const self = await this.#client.json<{ Config: { Datacenter: string } }>('GET', '/v1/agent/self');
-    this.#datacenter = self.value.Config.Datacenter;
-    const configIndex = await this.#loadConfig(0);
+    const { certs, watches, signal } = this.#session;
+    certs.datacenter = self.value.Config.Datacenter;
+    const configIndex = await this.#loadConfig(0, signal);
     const entry = this.#config?.Entry ?? null;
     if (entry === null) {
       throw new GatewaySetupError(`no ingress-gateway config entry is named ${JSON.stringify(this.#o.gateway)}: write one (meshd config write) before starting the gateway`);
@@ -184,12 +155,10 @@ export class IngressGateway {
     this.#l7Metrics = allocateL7(this.#o.workers, this.#blockCount);
     this.#latency = new LatencyTotals(this.#blockCount);
 
-    const rootsIndex = await this.#loadRoots();
-    await this.#issueLeaf();
+    const rootsIndex = await certs.loadRoots();
+    await certs.issueLeaf();
     // An empty table, published once: the workers' policy reader needs one.
     await this.#policy.update([], false);
-    const healthIndexes = new Map<string, number>();
-    for (const service of this.#targetServices()) healthIndexes.set(service, await this.#loadHealth(service, 0));
     this.#publishRouting();
 
     const upstreams: UpstreamSpec[] = this.#listeners.map((l) => ({ name: listenerName(l.port), host: this.#o.address, port: l.port }));
@@ -210,22 +179,22 @@ export class IngressGateway {
         ...(this.#o.tlsMinVersion === undefined ? {} : { tlsMinVersion: this.#o.tlsMinVersion }),
         ...(this.#o.accessLog === undefined ? {} : { accessLog: this.#o.accessLog }),
       },
-      currentTls: () => this.#requireTls(),
+      currentTls: () => certs.tls,
       currentRouting: () => this.#requireRouting(),
       onWorkerExit: (_index, slot) => this.#policy.releaseReader(slot),
       onLatency: (_index, delta) => this.#latency?.merge(delta),
+      ...(this.#o.workerMemoryLimitMb === undefined ? {} : { memoryLimitMb: this.#o.workerMemoryLimitMb }),
     });
     const ports = await this.#supervisor.start();
     for (const u of upstreams) this.#boundPorts.set(u.name, ports.upstreams[u.name] ?? u.port);
     // Port 0: the virtual hosts' `:<port>` domains name the port the kernel gave.
     if (this.#listeners.some((l) => l.port === 0)) this.#publishRouting();
-    this.#renewTimer = setInterval(() => this.#checkRenewal(), this.#o.renewCheckMs ?? 1000);
+    certs.startRenewal();
 
-    this.#watch('roots', rootsIndex, (i) => this.#watchRoots(i));
-    this.#watch('gateway config', configIndex, (i) => this.#loadConfig(i));
-    for (const [service, index] of healthIndexes) this.#watchHealth(service, index);
+    watches.add('roots', rootsIndex, certs.watchRoots);
+    watches.add('gateway config', configIndex, (i, s) => this.#loadConfig(i, s));
 
-    const metrics = this.#o.metricsAddr === null ? null : await this.#startMetrics(this.#o.metricsAddr);
+    const metrics = await this.#session.serveMetrics(this.#o.metricsAddr, () => this.scrape());
     const listeners = this.#listeners.map((l): BoundListener => {
       const name = listenerName(l.port);
       return { name, port: l.port, protocol: l.protocol, bound: { host: this.#o.address, port: this.#boundPorts.get(name) ?? l.port } };
@@ -234,24 +203,19 @@ export class IngressGateway {
     return { listeners, metrics };
   }
 
-  async stop(): Promise<void> {
-    this.#abort.abort();
-    clearInterval(this.#renewTimer);
-    clearInterval(this.#heartbeat);
-    if (this.#registered) {
-      try {
-        await this.#client.request('PUT', `/v1/agent/service/deregister/${encodeURIComponent(this.#o.gateway)}`);
-      } catch (err) {
-        if (!(err instanceof ApiError && err.status === 404)) this.#o.log(`[WARN] gateway: could not deregister ${this.#o.gateway}: ${(err as Error).message}`);
-      }
-      this.#registered = false;
-    }
-    await this.#supervisor?.stop();
-    const m = this.#metrics;
-    if (m !== null) {
-      m.closeAllConnections();
-      await new Promise<void>((resolve) => m.close(() => resolve()));
-    }
+  /** As the sidecar's (SidecarProxy.stop): deregister, drain for up to `drainTimeoutMs`, stop. */
+  stop(opts: { readonly drainTimeoutMs?: number } = {}): Promise<void> {
+    return this.#session.stop(this.#supervisor, opts.drainTimeoutMs ?? 0);
+  }
+
+  /**
+   * As the sidecar's (SidecarProxy.reload): the gateway config with its chains, the roots and
+   * the health of every target are read again now, a new leaf is issued and the registration
+   * written again, with no listener or connection touched. A changed listener set still
+   * needs a restart (logged, as when the change arrives by a watch).
+   */
+  reload(): Promise<ReloadReport> {
+    return this.#session.reload();
   }
 
   /** What `/metrics` answers: the workers' latest histograms are merged first (bounded wait). */
@@ -268,12 +232,7 @@ export class IngressGateway {
   metricsText(): string {
     const workers = this.#o.workers;
     const blocks = Array.from({ length: workers }, (_v, i) => counterBlock(this.#counters, i));
-    const own: Gauge[] = [
-      { name: 'meshd_workers', help: 'Data-plane worker threads configured.', type: 'gauge', samples: [{ labels: {}, value: workers }] },
-      { name: 'meshd_worker_restarts_total', help: 'Data-plane workers restarted after a crash.', type: 'counter', samples: [{ labels: {}, value: this.#supervisor?.restarts ?? 0 }] },
-      { name: 'meshd_leaf_expiry_seconds', help: "Seconds until this gateway's leaf certificate expires.", type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#leafNotAfter - this.#now()) / 1000) }] },
-      { name: 'meshd_root_expiry_seconds', help: 'Seconds until the active root CA certificate expires.', type: 'gauge', samples: [{ labels: {}, value: Math.round((this.#rootNotAfter - this.#now()) / 1000) }] },
-    ];
+    const own: Gauge[] = this.#session.gauges(workers, this.#supervisor?.restarts ?? 0);
     const mem = process.memoryUsage();
     const runtime = runtimeFamilies(this.#workerGauges, workers, { rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external });
     const labels = { service: this.#o.gateway };
@@ -298,108 +257,17 @@ export class IngressGateway {
     return l7 + renderPrometheus(blocks, labels, own) + renderRuntime(runtime, labels);
   }
 
-  // ------------------------------------------------------------------------ certificates
-
-  #requireTls(): TlsMaterial {
-    if (this.#tls === null) throw new Error('no leaf certificate yet');
-    return this.#tls;
-  }
-
-  async #loadRoots(): Promise<number> {
-    const r = await this.#client.json<RootsBody>('GET', '/v1/agent/connect/ca/roots');
-    this.#applyRoots(r.value);
-    return r.index;
-  }
-
-  #applyRoots(body: RootsBody): boolean {
-    this.#trustDomain = body.TrustDomain;
-    this.#caPems = body.Roots.map((x) => x.RootCert);
-    const active = body.Roots.find((x) => x.ID === body.ActiveRootID);
-    if (active !== undefined) this.#rootNotAfter = Date.parse(active.NotAfter);
-    const rotated = this.#activeRootId !== '' && this.#activeRootId !== body.ActiveRootID;
-    this.#activeRootId = body.ActiveRootID;
-    return rotated;
-  }
-
-  async #watchRoots(index: number): Promise<number> {
-    const r = await this.#client.json<RootsBody>('GET', '/v1/agent/connect/ca/roots', { index, signal: this.#abort.signal });
-    if (r.index === index) return r.index;
-    const rotated = this.#applyRoots(r.value);
-    if (this.#tls !== null) this.#publishTls({ ...this.#tls, caPems: this.#caPems, trustDomain: this.#trustDomain });
-    if (rotated) this.#scheduleRenewal(Math.floor((this.#o.random ?? Math.random)() * (this.#o.caChangeJitterMs ?? 30_000)));
-    return r.index;
-  }
-
-  async #issueLeaf(): Promise<void> {
-    const uri = serviceSpiffeId(this.#trustDomain, 'default', this.#datacenter, this.#o.gateway);
-    const { csrPem, keyPem } = await createLeafCsr(uri);
-    let r: { value: IssuedCertBody };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        r = await this.#client.json<IssuedCertBody>('POST', '/v1/connect/ca/sign', { body: { CSR: csrPem }, signal: this.#abort.signal });
-        break;
-      } catch (err) {
-        if (!(err instanceof ApiError && err.status === 429) || attempt >= 20) throw err;
-        const wait = (err.retryAfterMs ?? 1000) + Math.floor((this.#o.random ?? Math.random)() * 1000);
-        await new Promise((resolve) => setTimeout(resolve, wait));
-      }
-    }
-    this.#leafNotAfter = Date.parse(r.value.ValidBefore);
-    this.#publishTls({ keyPem, certPem: r.value.CertPEM, caPems: this.#caPems, trustDomain: this.#trustDomain, uri });
-    const due = renewalDelayMs(Date.parse(r.value.ValidAfter), Date.parse(r.value.ValidBefore), this.#now(), (this.#o.random ?? Math.random)());
-    this.#scheduleRenewal(Math.max(MIN_REISSUE_MS, due));
-  }
-
-  #now(): number {
-    return (this.#o.now ?? Date.now)();
-  }
-
-  #scheduleRenewal(delayMs: number): void {
-    this.#renewAt = this.#now() + delayMs;
-  }
-
-  #checkRenewal(): void {
-    if (this.#renewing || this.#now() < this.#renewAt) return;
-    this.#renewing = true;
-    this.#renewAt = Infinity;
-    this.#issueLeaf()
-      .catch((err: Error) => {
-        if (this.#abort.signal.aborted) return;
-        this.#o.log(`[WARN] gateway: leaf renewal failed, retrying in 10s: ${err.message}`);
-        this.#scheduleRenewal(RENEW_RETRY_MS);
-      })
-      .finally(() => {
-        this.#renewing = false;
-      });
-  }
-
-  #publishTls(t: TlsMaterial): void {
-    this.#tls = t;
-    this.#supervisor?.broadcast({ type: 'tls', tls: t });
-  }
-
   // ------------------------------------------------------------------------ config and health
 
-  async #loadConfig(index: number): Promise<number> {
-    const r = await this.#client.json<GatewayConfigBody>('GET', `/v1/internal/meshd/gateway-config/${encodeURIComponent(this.#o.gateway)}`, { index, signal: this.#abort.signal });
+  /** The gateway config with every exposed chain; the health of their targets is read before routing to them. */
+  async #loadConfig(index: number, signal: AbortSignal): Promise<number> {
+    const r = await this.#client.json<GatewayConfigBody>('GET', `/v1/internal/meshd/gateway-config/${encodeURIComponent(this.#o.gateway)}`, { index, signal });
     if (index !== 0 && r.index === index) return r.index;
     this.#config = r.value;
     for (const [service, why] of Object.entries(r.value.ChainErrors)) this.#o.log(`[WARN] gateway: the discovery chain of ${service} does not compile, not exposed: ${why}`);
-    if (this.#supervisor !== null) {
-      this.#checkListenerSet();
-      for (const service of this.#targetServices()) {
-        if (this.#healthWatches.has(service)) continue;
-        this.#watchHealth(service, await this.#loadHealth(service, 0));
-      }
-      const targets = this.#targetServices();
-      for (const [service, ctl] of this.#healthWatches) {
-        if (targets.has(service)) continue;
-        ctl.abort();
-        this.#healthWatches.delete(service);
-        this.#health.delete(service);
-      }
-      this.#publishRouting();
-    }
+    if (this.#supervisor !== null) this.#checkListenerSet();
+    await this.#session.health.follow(chainTargetServices(Object.values(r.value.Chains)), signal);
+    this.#publishRouting();
     return r.index;
   }
 
@@ -418,48 +286,6 @@ export class IngressGateway {
       `[WARN] gateway: the listeners of ingress-gateway ${JSON.stringify(this.#o.gateway)} changed (now: ${now || 'none'}; bound: ${bound || 'none'}): ` +
         'RESTART THE GATEWAY to apply them; until then bound listeners missing from the entry answer nothing, and new ones are not bound',
     );
-  }
-
-  /** Every service a target of an exposed chain names. */
-  #targetServices(): Set<string> {
-    const out = new Set<string>();
-    for (const chain of Object.values(this.#config?.Chains ?? {})) for (const t of Object.values(chain.targets)) out.add(t.service);
-    return out;
-  }
-
-  async #loadHealth(service: string, index: number, signal: AbortSignal = this.#abort.signal): Promise<number> {
-    const r = await this.#client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(service)}`, { index, signal });
-    if (index !== 0 && r.index === index) return r.index;
-    this.#health.set(service, r.value);
-    if (this.#supervisor !== null) this.#publishRouting();
-    return r.index;
-  }
-
-  #watchHealth(service: string, index: number): void {
-    const ctl = new AbortController();
-    this.#healthWatches.set(service, ctl);
-    const signal = AbortSignal.any([this.#abort.signal, ctl.signal]);
-    this.#watch(`health ${service}`, index, (i) => this.#loadHealth(service, i, signal), signal);
-  }
-
-  #filter(expr: string): (e: HealthFilterEntry) => boolean {
-    let f = this.#filters.get(expr);
-    if (f === undefined) {
-      try {
-        f = expr === '' ? () => true : compileHealthFilter(expr);
-      } catch (err) {
-        this.#o.log(`[WARN] gateway: subset filter ${JSON.stringify(expr)} does not compile: ${(err as Error).message}`);
-        f = () => false;
-      }
-      this.#filters.set(expr, f);
-    }
-    return f;
-  }
-
-  #upstreamRouting(chain: DataPlaneChain): UpstreamRouting {
-    const endpoints: Record<string, readonly Endpoint[]> = {};
-    for (const [id, t] of Object.entries(chain.targets)) endpoints[id] = targetEndpoints(this.#health.get(t.service) ?? [], t, this.#filter(t.filter));
-    return { chain, endpoints };
   }
 
   /** The L7 block of a (listener, service); the listener's own once the spare blocks are used up. */
@@ -487,7 +313,7 @@ export class IngressGateway {
       block: this.#blockFor(listenerIndex, l.port, name),
       requestHeaders: s.requestHeaders,
       responseHeaders: s.responseHeaders,
-      upstream: this.#upstreamRouting(chain),
+      upstream: this.#session.health.upstreamRouting(chain),
     };
   }
 
@@ -506,7 +332,7 @@ export class IngressGateway {
         const service = current?.services[0]?.name;
         const chain = service === undefined ? undefined : cfg.Chains[service];
         // L4, as Consul's tcp listener: the chain's first target (and its failover).
-        upstreams[name] = chain === undefined ? { chain: emptyChain(name), endpoints: {} } : this.#upstreamRouting({ ...chain, protocol: 'tcp' });
+        upstreams[name] = chain === undefined ? { chain: emptyChain(name), endpoints: {} } : this.#session.health.upstreamRouting({ ...chain, protocol: 'tcp' });
         return;
       }
       const services: IngressServiceRouting[] = [];
@@ -546,79 +372,16 @@ export class IngressGateway {
     return this.#routing;
   }
 
-  /** Runs a blocking-query loop until stop(); errors back off (with jitter) and retry. */
-  #watch(what: string, start: number, step: (index: number) => Promise<number>, signal: AbortSignal = this.#abort.signal): void {
-    const loop = async (): Promise<void> => {
-      let index = start;
-      let failures = 0;
-      while (!signal.aborted) {
-        try {
-          const next = await step(index);
-          failures = 0;
-          index = next < index ? 0 : next;
-        } catch (err) {
-          if (signal.aborted) return;
-          const cap = Math.min(WATCH_RETRY_MAX_MS, WATCH_RETRY_MS * 2 ** Math.min(failures, 10));
-          const wait = Math.floor(cap / 2 + (this.#o.random ?? Math.random)() * (cap / 2));
-          failures++;
-          this.#o.log(`[WARN] gateway: watch ${what} failed (${failures} in a row), retrying in ${wait} ms: ${(err as Error).message}`);
-          await new Promise((r) => setTimeout(r, wait));
-          index = 0;
-        }
-      }
-    };
-    void loop();
-  }
-
-  // ------------------------------------------------------------------------ metrics, catalog
-
-  async #startMetrics(addr: HostPort): Promise<HostPort> {
-    const server = createServer((req, res) => {
-      if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?') === true)) {
-        this.scrape().then(
-          (body) => {
-            res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-            res.end(body);
-          },
-          (err: Error) => {
-            res.writeHead(500, { 'content-type': 'text/plain' });
-            res.end(`metrics failed: ${err.message}\n`);
-          },
-        );
-        return;
-      }
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found: try /metrics\n');
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: addr.host, port: addr.port }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.#metrics = server;
-    return { host: addr.host, port: (server.address() as AddressInfo).port };
-  }
-
   /** Consul's gateway registration: Kind ingress-gateway, ID and Name the gateway's, a TTL heartbeat. */
   async #register(port: number): Promise<void> {
     const id = this.#o.gateway;
-    await this.#client.request('PUT', '/v1/agent/service/register', {
-      body: {
-        ID: id,
-        Name: id,
-        Kind: 'ingress-gateway',
-        Address: this.#o.address,
-        Port: port,
-        Check: { CheckID: `${id}-ttl`, Name: 'gateway heartbeat', TTL: REGISTER_TTL, Status: 'passing' },
-      },
+    await this.#session.registration.register({
+      ID: id,
+      Name: id,
+      Kind: 'ingress-gateway',
+      Address: this.#o.address,
+      Port: port,
+      Check: { CheckID: `${id}-ttl`, Name: 'gateway heartbeat', TTL: REGISTER_TTL, Status: 'passing' },
     });
-    this.#registered = true;
-    this.#heartbeat = setInterval(() => {
-      this.#client.request('PUT', `/v1/agent/check/pass/${encodeURIComponent(`${id}-ttl`)}`).catch((err: Error) => {
-        this.#o.log(`[WARN] gateway: heartbeat failed: ${err.message}`);
-      });
-    }, HEARTBEAT_MS);
   }
 }

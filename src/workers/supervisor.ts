@@ -39,6 +39,8 @@ export interface SupervisorOptions {
 
 const WORKER_URL = new URL('./dataplane-worker.ts', import.meta.url);
 const MAX_BACKOFF_MS = 5000;
+/** How long past its drain deadline a worker may take to answer `drained` before it is terminated. */
+const DRAIN_GRACE_MS = 2000;
 
 export class StartupError extends Error {
   readonly code: string;
@@ -133,13 +135,19 @@ export class WorkerSupervisor {
     return this.#workers.flatMap((w, i) => (w === null ? [] : [i]));
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops every worker: each stops accepting at once and lets its open connections finish for
+   * up to `drainTimeoutMs` (0: closes them now), then is terminated, which cuts whatever is
+   * still open. A worker that does not answer within the drain time plus DRAIN_GRACE_MS (a
+   * stuck event loop) is terminated all the same. Crashed workers are not replaced meanwhile.
+   */
+  async stop(drainTimeoutMs = 0): Promise<void> {
     this.#stopping = true;
     await Promise.all(
       this.#workers.map(async (w) => {
         if (w === null) return;
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, 2000);
+          const t = setTimeout(resolve, drainTimeoutMs + DRAIN_GRACE_MS);
           w.once('exit', () => {
             clearTimeout(t);
             resolve();
@@ -150,7 +158,7 @@ export class WorkerSupervisor {
               resolve();
             }
           });
-          w.postMessage({ type: 'drain' } satisfies ToWorker);
+          w.postMessage({ type: 'drain', timeoutMs: drainTimeoutMs } satisfies ToWorker);
         });
         await w.terminate();
       }),
