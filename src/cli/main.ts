@@ -10,8 +10,10 @@ import { CA_CONFIG_OBJECT_KEYS, collapseBlocks, parseConfigText } from '../confi
 import { join } from 'node:path';
 import { parseFlags, parseHostPort, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
 import { AgentUnreachable, ApiError, type AgentClient } from '../control/client.ts';
-import { HTTP_API_FLAGS as HTTP_ADDR, TokenFileError, apiClient } from './http-api.ts';
+import { HTTP_API_FLAGS as HTTP_ADDR, TokenFileError, apiClient, apiToken } from './http-api.ts';
+import { DATA_PLANE_SERVE_FLAGS, describeReload, parseDataPlaneServeFlags, serveSignals } from './serve.ts';
 import { VERSION } from '../version.ts';
+import type { ProxyLimits } from '../dataplane/limits.ts';
 
 const TOP_USAGE = `Usage: meshd <command> [args]
 
@@ -51,18 +53,6 @@ function client(flags: ParsedFlags): AgentClient {
   return apiClient(flags);
 }
 
-/** Resolves on SIGINT/SIGTERM; a second signal forces exit. */
-function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const handler = (sig: NodeJS.Signals): void => {
-      process.once('SIGINT', () => process.exit(130));
-      process.once('SIGTERM', () => process.exit(143));
-      resolve(sig);
-    };
-    process.once('SIGINT', handler);
-    process.once('SIGTERM', handler);
-  });
-}
 
 // ---------------------------------------------------------------------------------- agent
 
@@ -83,8 +73,9 @@ const AGENT_FLAGS: FlagSpecs = {
  * The agent's management token. -dev: only one given by flag (the API is open anyway).
  * Otherwise -token-file, else -initial-management-token (or its env), else the one in
  * DIR/acl-management-token, bootstrapped on first start (0600) and printed that once.
+ * `reload` reads a token that came from a file again (agent reload); absent otherwise.
  */
-async function managementToken(f: ParsedFlags, dev: boolean, dataDir: string): Promise<string | null> {
+async function managementToken(f: ParsedFlags, dev: boolean, dataDir: string): Promise<{ token: string | null; reload?: () => string }> {
   const { loadOrBootstrapManagementToken, readTokenFile, tokenFileIsShared } = await import('../control/acl.ts');
   const file = f.strings.get('token-file');
   const given = f.strings.get('initial-management-token');
@@ -97,10 +88,10 @@ async function managementToken(f: ParsedFlags, dev: boolean, dataDir: string): P
       throw new AgentSetupError(`cannot read -token-file ${file}: ${(e as Error).message}`);
     }
     if (tokenFileIsShared(file)) logLine(`[WARN] agent: token file ${file} is readable by group or others: chmod 600 it`);
-    return token;
+    return { token, reload: () => readTokenFile(file) };
   }
-  if (given !== undefined) return given;
-  if (dev) return null;
+  if (given !== undefined) return { token: given };
+  if (dev) return { token: null };
   let boot: ReturnType<typeof loadOrBootstrapManagementToken>;
   try {
     boot = loadOrBootstrapManagementToken(dataDir);
@@ -114,7 +105,7 @@ async function managementToken(f: ParsedFlags, dev: boolean, dataDir: string): P
     if (tokenFileIsShared(boot.path)) logLine(`[WARN] agent: token file ${boot.path} is readable by group or others: chmod 600 it`);
     logLine(`[INFO] agent: management token read from ${boot.path}`);
   }
-  return boot.token;
+  return { token: boot.token, reload: () => readTokenFile(boot.path) };
 }
 
 /** A start-up problem the agent reports in one line (exit 1). */
@@ -142,11 +133,13 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
     tempDir = mkdtempSync(join(tmpdir(), 'meshd-dev-'));
     dataDir = tempDir;
   }
+  // SIGHUP is taken over before anything starts: a reload sent early must not kill the agent.
+  const signals = serveSignals('agent', logLine);
   const { Agent } = await import('../control/agent.ts');
   const { isLoopbackHost } = await import('../control/acl.ts');
   const node = f.strings.get('node');
   let agent: InstanceType<typeof Agent>;
-  let management: string | null;
+  let management: Awaited<ReturnType<typeof managementToken>>;
   try {
     management = await managementToken(f, dev, dataDir);
   } catch (e) {
@@ -163,7 +156,8 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
       datacenter,
       defaultAllow: policy === 'allow',
       dev,
-      managementToken: management,
+      managementToken: management.token,
+      ...(management.reload === undefined ? {} : { reloadManagementToken: management.reload }),
       ...(node === undefined ? {} : { nodeName: node }),
     });
     await agent.start();
@@ -188,7 +182,14 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
     logLine(`[WARN] agent: the HTTP API listens on ${where}, reachable from other hosts over plain HTTP${dev ? ' and open to all of them (-dev)' : ': tokens cross the network in clear text'}; the default is 127.0.0.1`);
   }
   out(`meshd agent ready: http=${a.address}:${a.port} datacenter=${datacenter} trust-domain=${agent.trustDomain} data-dir=${dataDir} acl=${dev ? 'disabled' : 'enabled'}`);
-  const sig = await untilSignal();
+  const ready = agent;
+  signals.onReload(() => {
+    ready.reload().then(
+      (r) => logLine(`[INFO] agent: reloaded: ${r.tokenReloaded ? 'management token read again, ' : ''}${r.checks} health-check probes restarted, CA rate limits and intention table re-applied`),
+      (e: Error) => logLine(`[ERROR] agent: reload failed, nothing changed: ${e.message}`),
+    );
+  });
+  const sig = await signals.until();
   logLine(`[INFO] agent: caught ${sig}, shutting down`);
   await agent.stop();
   if (tempDir !== null) rmSync(tempDir, { recursive: true, force: true });
@@ -221,6 +222,17 @@ const PROXY_FLAGS: FlagSpecs = {
   'tls-min-version': { kind: 'string', help: "Lowest TLS version of the public listener and upstream connections: TLSv1_3, or TLSv1_2 to also allow TLS 1.2 with ECDHE+AEAD suites only (Consul's TLSMinVersion spelling)", placeholder: 'VERSION', default: 'TLSv1_3' },
   'handshake-timeout': { kind: 'string', help: 'Close a public-listener connection whose TLS handshake has not finished after this long', placeholder: 'DURATION', default: '10s' },
   'max-concurrent-handshakes': { kind: 'string', help: 'TLS handshakes in progress per worker on the public listener; new connections over it are closed at once (counted as overloaded)', placeholder: 'N', default: '1024' },
+  // Limits (src/dataplane/limits.ts): connections count over all workers; request limits are
+  // shared out, each worker admitting ceil(N / workers).
+  'max-connections': { kind: 'string', help: 'Connections open at once over all listeners of this proxy; more are closed at accept (counted as proxy_connection_limit)', placeholder: 'N', default: '8192' },
+  'max-inbound-connections': { kind: 'string', help: 'Connections open at once on the public listener (TLS handshakes included); more are closed at accept (listener_connection_limit)', placeholder: 'N', default: '4096' },
+  'max-upstream-connections': { kind: 'string', help: 'Connections open at once on each upstream listener; more are closed at accept (listener_connection_limit)', placeholder: 'N', default: '4096' },
+  'max-concurrent-requests': { kind: 'string', help: 'HTTP requests in progress per listener (each worker admits ceil(N/workers)); more are answered 503 at once (flag overflow)', placeholder: 'N', default: '1024' },
+  'max-requests-per-source': { kind: 'string', help: 'HTTP requests in progress on the public listener per calling service (each worker admits ceil(N/workers)); more are answered 429 at once (flag source_limit)', placeholder: 'N', default: '512' },
+  'http-idle-timeout': { kind: 'string', help: 'Close an HTTP connection (public or upstream listener) after this long without a request', placeholder: 'DURATION', default: '120s' },
+  'tcp-idle-timeout': { kind: 'string', help: 'Close a tcp (L4) connection after this long without a byte either way; 0 for never', placeholder: 'DURATION', default: '1h' },
+  'upstream-idle-timeout': { kind: 'string', help: "Close pooled connections to upstream sidecars and to the local app after this long unused (keep it below the peers' -http-idle-timeout)", placeholder: 'DURATION', default: '60s' },
+  ...DATA_PLANE_SERVE_FLAGS,
   'sidecar-for': {
     kind: 'string',
     help: 'Run the sidecar registered for this service ID (connect { sidecar_service {} }): service, addresses, upstreams, tags and meta come from the agent; nothing is re-registered',
@@ -233,7 +245,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
   if (sub === 'ca') return cmdConnectCa(rest);
   if (sub === 'gateway') {
     const { cmdConnectGateway } = await import('../gateway/cli.ts');
-    return cmdConnectGateway(rest, { out, err, log: logLine, untilSignal });
+    return cmdConnectGateway(rest, { out, err, log: logLine });
   }
   if (sub !== 'proxy') {
     if (sub === undefined || wantsHelp(argv)) return (out('Usage: meshd connect <proxy|gateway|ca> [options]\n'), sub === undefined ? 2 : 0);
@@ -243,6 +255,9 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
   if (wantsHelp(rest)) return (out(usage), 0);
   const f = parseFlags(rest, PROXY_FLAGS);
   if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
+  const serve = parseDataPlaneServeFlags(f);
+  // SIGHUP is taken over before anything starts: a reload sent early must not kill the proxy.
+  const signals = serveSignals('proxy', logLine);
   const metricsRaw = f.strings.get('metrics-addr');
   const metricsFormat = f.strings.get('metrics-format') ?? 'meshd';
   if (metricsFormat !== 'meshd' && metricsFormat !== 'envoy') throw new UsageError(`-metrics-format must be meshd or envoy, not ${JSON.stringify(metricsFormat)}`);
@@ -299,12 +314,13 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     listen = listenRaw === undefined ? null : parseHostPort(listenRaw, 'listen');
   }
   const { SidecarProxy } = await import('../control/proxy.ts');
+  const agentClient = client(f);
   const proxy = new SidecarProxy({
     service,
     serviceAddr,
     listen,
     upstreams,
-    client: client(f),
+    client: agentClient,
     workers: parseWorkers(f.strings.get('workers')),
     metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
     metricsFormat,
@@ -319,6 +335,8 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     tlsMinVersion: parseTlsMinVersion(f.strings.get('tls-min-version') ?? 'TLSv1_3'),
     handshakeTimeoutMs: parseHandshakeTimeout(f.strings.get('handshake-timeout') ?? '10s'),
     maxConcurrentHandshakes: parsePositiveInt(f.strings.get('max-concurrent-handshakes') ?? '1024', 'max-concurrent-handshakes'),
+    limits: parseLimits(f),
+    workerMemoryLimitMb: serve.workerMemoryLimitMb,
   });
   let addrs;
   try {
@@ -342,9 +360,22 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
   if (addrs.metrics !== null) parts.push(`metrics=${addrs.metrics.host}:${addrs.metrics.port}`);
   parts.push(`workers=${parseWorkers(f.strings.get('workers'))}`);
   out(`meshd proxy ready: ${parts.join(' ')}`);
-  const sig = await untilSignal();
-  logLine(`[INFO] proxy: caught ${sig}, shutting down`);
-  await proxy.stop();
+  signals.onReload(() => {
+    // A rotated token file is read again (a token given by flag or variable stays as it is).
+    try {
+      agentClient.setToken(apiToken(f));
+    } catch (e) {
+      logLine(`[WARN] proxy: reload: cannot read the token, keeping the current one: ${(e as Error).message}`);
+    }
+    proxy.reload().then(
+      (r) => logLine(describeReload('proxy', r)),
+      (e: Error) => logLine(`[ERROR] proxy: reload failed: ${e.message}`),
+    );
+  });
+  const sig = await signals.until();
+  logLine(`[INFO] proxy: caught ${sig}, deregistering and draining for up to ${serve.drainTimeoutMs} ms (send it again to exit at once)`);
+  await proxy.stop({ drainTimeoutMs: serve.drainTimeoutMs });
+  logLine('[INFO] proxy: drained, exiting');
   return 0;
 }
 
@@ -396,6 +427,26 @@ function parseHandshakeTimeout(value: string): number {
   const ms = parseDurationFlag(value, 'handshake-timeout');
   if (ms < 1) throw new UsageError(`-handshake-timeout must be positive, got ${JSON.stringify(value)}`);
   return ms;
+}
+
+/** The limit flags (their defaults are DEFAULT_LIMITS in src/dataplane/limits.ts). */
+function parseLimits(f: ParsedFlags): Partial<ProxyLimits> {
+  const n = (flag: string): number => parsePositiveInt(f.strings.get(flag) ?? '', flag);
+  const ms = (flag: string, zeroOk: boolean): number => {
+    const v = parseDurationFlag(f.strings.get(flag) ?? '', flag);
+    if (v < 1 && !(zeroOk && v === 0)) throw new UsageError(`-${flag} must be positive${zeroOk ? ' (or 0 for never)' : ''}, got ${JSON.stringify(f.strings.get(flag))}`);
+    return v;
+  };
+  return {
+    maxConnections: n('max-connections'),
+    maxInboundConnections: n('max-inbound-connections'),
+    maxUpstreamConnections: n('max-upstream-connections'),
+    maxConcurrentRequests: n('max-concurrent-requests'),
+    maxRequestsPerSource: n('max-requests-per-source'),
+    httpIdleTimeoutMs: ms('http-idle-timeout', false),
+    tcpIdleTimeoutMs: ms('tcp-idle-timeout', true),
+    upstreamIdleTimeoutMs: ms('upstream-idle-timeout', false),
+  };
 }
 
 function parsePositiveInt(value: string, flag: string): number {

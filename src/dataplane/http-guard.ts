@@ -61,6 +61,7 @@ export function guardedServer(
   );
   // One more than allowed, so that "too many" is visible in rawHeaders rather than truncated.
   server.maxHeadersCount = MAX_REQUEST_HEADERS + 1;
+  trackConnections(server);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     const code = err.code ?? '';
     if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
@@ -82,6 +83,58 @@ export function guardedServer(
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   });
   return server;
+}
+
+// ------------------------------------------------------------------------------ drain
+
+/** The connections handed to a guarded server, and the drains waiting for them to end. */
+interface OpenConnections {
+  readonly sockets: Set<Duplex>;
+  readonly drained: (() => void)[];
+  draining: boolean;
+}
+
+const OPEN = new WeakMap<http.Server, OpenConnections>();
+
+/** One Set entry and one 'close' listener per connection (not per request). */
+function trackConnections(server: http.Server): void {
+  const open: OpenConnections = { sockets: new Set(), drained: [], draining: false };
+  OPEN.set(server, open);
+  server.on('connection', (socket: Duplex) => {
+    open.sockets.add(socket);
+    socket.once('close', () => {
+      open.sockets.delete(socket);
+      if (open.draining && open.sockets.size === 0) for (const done of open.drained.splice(0)) done();
+    });
+  });
+}
+
+/**
+ * Ends a guarded server's connections gracefully (a SIGTERM drain), without cutting a request:
+ * a connection with no request in progress (idle keep-alive, or a request head still arriving)
+ * is closed now; a request in progress is answered with `Connection: close` and its
+ * connection closed after that response (one whose headers are already out is closed when it
+ * finishes); a request that still arrives (pipelined, or on a connection accepted meanwhile)
+ * is treated the same. Resolves when no connection is left; the caller bounds the wait (and
+ * then calls closeAllConnections()).
+ */
+export function drainHttp(server: http.Server): Promise<void> {
+  const open = OPEN.get(server);
+  if (open === undefined) throw new Error('drainHttp: not a guardedServer');
+  if (!open.draining) {
+    open.draining = true;
+    server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.shouldKeepAlive = false;
+    });
+    for (const socket of open.sockets) {
+      const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (res === undefined || res === null) socket.destroy();
+      else if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => socket.end());
+    }
+  }
+  if (open.sockets.size === 0) return Promise.resolve();
+  return new Promise<void>((resolve) => open.drained.push(resolve));
 }
 
 /** What is wrong with a request head that parsed, or null. */

@@ -11,6 +11,11 @@
 // (503 naming the cause), LocalRequestTimeoutMs bounds the wait for the response headers
 // (504). Once the response has begun it streams for as long as it takes: Envoy's route
 // timeout also cuts long downloads, which Consul users trip over; meshd does not.
+//
+// Limits (./limits.ts): before authorization, a request is admitted only while this worker's
+// share of -max-concurrent-requests is not in progress (else 503 `overflow`) and the calling
+// service's share of -max-requests-per-source is not (else 429 `source_limit`): one busy
+// caller cannot take every slot from the others. Both answers go out at once.
 
 import type * as http from 'node:http';
 import * as net from 'node:net';
@@ -21,7 +26,8 @@ import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
 import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type ResponseFlag } from '../metrics/l7.ts';
 import { XFCC, afterRequestBody, forwardHeaders, hasBody } from './http-headers.ts';
 import { answerLocally, forward } from './http-forward.ts';
-import { checkRequestHead, guardedServer, isPoisoned, poison } from './http-guard.ts';
+import { checkRequestHead, drainHttp, guardedServer, isPoisoned, poison } from './http-guard.ts';
+import { ADMITTED, OVER_SOURCE, type RequestLimiter } from './limits.ts';
 
 export interface Peer {
   /** The caller's service name (from its SPIFFE ID). */
@@ -63,6 +69,12 @@ export interface HttpInboundDeps {
   readonly metrics: Float64Array;
   readonly timeouts: () => LocalAppTimeouts;
   readonly authorize: (peer: Peer, req: AuthzRequest) => AuthzResult;
+  /** Idle keep-alive of downstream connections; absent: DOWNSTREAM_KEEPALIVE_MS. */
+  readonly keepAliveMs?: number;
+  /** Idle time of pooled connections to the app; absent: LOCAL_POOL_IDLE_MS. */
+  readonly appPoolIdleMs?: number;
+  /** Requests in progress, per listener and per source; absent: no limit. */
+  readonly limiter?: RequestLimiter;
 }
 
 /** Keep-alive towards the downstream sidecar: longer than its pool's idle timeout (60 s). */
@@ -103,7 +115,7 @@ export class HttpInbound {
 
   constructor(deps: HttpInboundDeps) {
     this.#deps = deps;
-    this.#server = guardedServer(DOWNSTREAM_KEEPALIVE_MS, (req, res) => this.#onRequest(req, res), () => countFlag(this.#deps.metrics, 'bad_request'));
+    this.#server = guardedServer(deps.keepAliveMs ?? DOWNSTREAM_KEEPALIVE_MS, (req, res) => this.#onRequest(req, res), () => countFlag(this.#deps.metrics, 'bad_request'));
   }
 
   #pool(connectTimeoutMs: number): Pool {
@@ -115,8 +127,8 @@ export class HttpInbound {
       this.#appPool = new Pool(`http://${appHost.includes(':') ? `[${appHost}]` : appHost}:${appPort}`, {
         connections: 1024,
         pipelining: 1,
-        keepAliveTimeout: LOCAL_POOL_IDLE_MS,
-        keepAliveMaxTimeout: LOCAL_POOL_IDLE_MS,
+        keepAliveTimeout: this.#deps.appPoolIdleMs ?? LOCAL_POOL_IDLE_MS,
+        keepAliveMaxTimeout: this.#deps.appPoolIdleMs ?? LOCAL_POOL_IDLE_MS,
         connect: (_opts, cb) => {
           const socket = net.connect({ host: appHost, port: appPort, noDelay: true });
           let settled = false;
@@ -151,6 +163,15 @@ export class HttpInbound {
     void this.#appPool?.destroy().catch(() => undefined);
   }
 
+  /**
+   * Graceful end (SIGTERM): idle connections close now, requests in flight finish and get
+   * `Connection: close` (./http-guard.ts drainHttp). Resolves when no connection is left; the
+   * pool to the app is released by close(), after.
+   */
+  drain(): Promise<void> {
+    return drainHttp(this.#server);
+  }
+
   #local(res: http.ServerResponse, start: number, status: number, flag: ResponseFlag | null, body: string, headers: Readonly<Record<string, string>> = {}): void {
     answerLocally(res, this.#deps.metrics, start, status, flag, body, { headers });
   }
@@ -171,6 +192,17 @@ export class HttpInbound {
       poison(req, res);
       this.#local(res, start, head?.status ?? 400, 'bad_request', head !== null ? head.detail : `bad request path: ${norm.ok ? '' : norm.detail}`);
       return;
+    }
+    const limiter = this.#deps.limiter;
+    if (limiter !== undefined) {
+      const admitted = limiter.admit(peer.service);
+      if (admitted !== ADMITTED) {
+        req.resume();
+        if (admitted === OVER_SOURCE) this.#local(res, start, 429, 'source_limit', `too many requests in progress from ${peer.service}`, { 'retry-after': '1' });
+        else this.#local(res, start, 503, 'overflow', 'overloaded: too many requests in progress on this listener', { 'retry-after': '1' });
+        return;
+      }
+      res.once('close', () => limiter.release(peer.service));
     }
     const method = req.method ?? 'GET';
     const verdict = this.#deps.authorize(peer, new RequestView(method, norm.path, norm.query, req.rawHeaders));

@@ -12,12 +12,14 @@
 // when there is one, and only for requests without a body (a streamed body cannot be
 // replayed; Envoy buffers it instead, up to a limit). The route timeout covers every attempt
 // and ends when the response begins: a long download is not cut.
+// Before routing, a request is admitted only while this worker's share of the listener's
+// -max-concurrent-requests is not in progress (./limits.ts); else 503 `overflow` at once.
 
 import type * as http from 'node:http';
 import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import { Pool } from 'undici';
-import { checkRequestHead, guardedServer, isPoisoned, poison } from './http-guard.ts';
+import { checkRequestHead, drainHttp, guardedServer, isPoisoned, poison } from './http-guard.ts';
 import { normalizeRequestPath } from '../authz/l7.ts';
 import { NO_HEADER_MODIFIERS, type ChainTarget, type DataPlaneChain, type HeaderModifiers, type RouteAction } from '../chain/types.ts';
 import { accessLogOn, logWhenDone } from '../metrics/access-log.ts';
@@ -28,6 +30,7 @@ import { answerLocally, forward } from './http-forward.ts';
 import { expectServer } from './identity.ts';
 import { createBalancer, endpointKey, requestHashKey, type Balancer } from './lb.ts';
 import { CircuitBreaker, OutlierDetector, retryBackoffMs, shouldRetry, type AttemptOutcome } from './resilience.ts';
+import { ADMITTED, type RequestLimiter } from './limits.ts';
 import { RouteTable, rewritePath, type RoutableRequest } from './route-match.ts';
 import { SplitPicker } from './split.ts';
 
@@ -42,6 +45,12 @@ export interface HttpUpstreamDeps {
   readonly tls: () => { readonly context: tls.SecureContext; readonly trustDomain: string };
   readonly random?: () => number;
   readonly now?: () => number;
+  /** Idle keep-alive of the app's connections to this listener; absent: 60 s. */
+  readonly keepAliveMs?: number;
+  /** Idle time of pooled connections to upstream instances; absent: UPSTREAM_POOL_IDLE_MS. */
+  readonly poolIdleMs?: number;
+  /** Requests in progress on this listener; absent: no limit. */
+  readonly limiter?: RequestLimiter;
 }
 
 interface TargetState {
@@ -127,7 +136,7 @@ export class HttpUpstream {
     this.#deps = deps;
     this.#random = deps.random ?? Math.random;
     this.#now = deps.now ?? Date.now;
-    this.#server = guardedServer(60_000, (req, res) => this.#onRequest(req, res), () => countFlag(this.#deps.metrics, 'bad_request'));
+    this.#server = guardedServer(deps.keepAliveMs ?? 60_000, (req, res) => this.#onRequest(req, res), () => countFlag(this.#deps.metrics, 'bad_request'));
   }
 
   /** The pool for one instance, made on first use. */
@@ -138,8 +147,8 @@ export class HttpUpstream {
       pool = new Pool(`https://${key}`, {
         connections: this.#maxConnections > 0 ? this.#maxConnections : 1024,
         pipelining: 1,
-        keepAliveTimeout: UPSTREAM_POOL_IDLE_MS,
-        keepAliveMaxTimeout: UPSTREAM_POOL_IDLE_MS,
+        keepAliveTimeout: this.#deps.poolIdleMs ?? UPSTREAM_POOL_IDLE_MS,
+        keepAliveMaxTimeout: this.#deps.poolIdleMs ?? UPSTREAM_POOL_IDLE_MS,
         connect: (_opts, cb) => this.#connect(ep, key, connectTimeoutMs, cb as (err: Error | null, socket: tls.TLSSocket | null) => void),
       });
       this.#pools.set(key, pool);
@@ -218,6 +227,15 @@ export class HttpUpstream {
     this.#server.closeAllConnections();
     this.#dropPools();
     for (const t of this.#targets.values()) clearInterval(t.sweep);
+  }
+
+  /**
+   * Graceful end (SIGTERM): idle connections from the app close now, requests in flight finish
+   * and get `Connection: close` (./http-guard.ts drainHttp); then the pools are released.
+   */
+  async drain(): Promise<void> {
+    await drainHttp(this.#server);
+    this.close();
   }
 
   /** A new chain or new endpoints: routes and pickers are rebuilt; outlier state is kept per target and instance. */
@@ -329,6 +347,15 @@ export class HttpUpstream {
       poison(req, res);
       this.#local(res, start, head?.status ?? 400, 'bad_request', head !== null ? head.detail : `bad request path: ${norm.ok ? '' : norm.detail}`);
       return;
+    }
+    const limiter = this.#deps.limiter;
+    if (limiter !== undefined) {
+      if (limiter.admit(null) !== ADMITTED) {
+        req.resume();
+        answerLocally(res, this.#deps.metrics, start, 503, 'overflow', 'overloaded: too many requests in progress on this listener', { headers: { 'x-meshd-response-flag': 'overflow', 'retry-after': '1' } });
+        return;
+      }
+      res.once('close', () => limiter.release(null));
     }
     const method = req.method ?? 'GET';
     const view = new RequestView(method, norm.path, norm.query, req.headers, req.socket.remoteAddress ?? '');

@@ -14,6 +14,9 @@
 // this worker already has `maxConcurrentHandshakes` handshakes in progress: then the socket
 // is closed at once and counted as `overloaded`. A handshake still unfinished after
 // `handshakeTimeoutMs` is closed by Node and counted as `timeout`.
+// Before that, the connection limits (./limits.ts): a socket over -max-inbound-connections or
+// the proxy's -max-connections is closed at accept and counted, with no handshake work done.
+// A tcp connection with no byte either way for -tcp-idle-timeout is closed and counted.
 
 import { constants as cryptoConstants, createHash } from 'node:crypto';
 import * as net from 'node:net';
@@ -29,6 +32,7 @@ import { serviceIdentity } from './identity.ts';
 import { serviceSpiffeId, type ServiceId } from '../ca/spiffe.ts';
 import { splice } from './pipe.ts';
 import { handshakeReason } from './tls-errors.ts';
+import { ADMITTED, DEFAULT_LIMITS, OPEN_GATE, OVER_LISTENER, RequestLimiter, perWorker, type ConnectionGate, type ProxyLimits } from './limits.ts';
 
 /** What the data plane needs from a table reader: PolicyTableReader or its WASM twin. */
 export interface PolicyProbe {
@@ -48,6 +52,12 @@ export interface InboundDeps {
   readonly maxConcurrentHandshakes?: number;
   /** This listener's L7 counter block. */
   readonly l7: Float64Array;
+  /** Connection and request limits, idle timeouts; absent: DEFAULT_LIMITS. */
+  readonly limits?: ProxyLimits;
+  /** This listener's connection gate (./limits.ts); absent: none. */
+  readonly connections?: ConnectionGate;
+  /** Workers sharing the request limits (each admits its share); absent: 1. */
+  readonly workers?: number;
 }
 
 /** The lowest TLS version a mesh endpoint speaks: TLS 1.3 unless configured otherwise. */
@@ -149,6 +159,8 @@ export class InboundListener {
   #allow: AuthzResult = ALLOW;
   #selfUri: string;
   readonly #http: HttpInbound;
+  readonly #gate: ConnectionGate;
+  readonly #tcpIdleMs: number;
 
   constructor(deps: InboundDeps, material: TlsMaterial, routing: InboundRouting) {
     this.#deps = deps;
@@ -157,6 +169,10 @@ export class InboundListener {
     this.#routing = routing;
     this.#l7Key = l7Key(routing);
     this.#compileL7(routing);
+    const limits = deps.limits ?? DEFAULT_LIMITS;
+    const workers = deps.workers ?? 1;
+    this.#gate = deps.connections ?? OPEN_GATE;
+    this.#tcpIdleMs = limits.tcpIdleTimeoutMs;
     this.#http = new HttpInbound({
       appHost: deps.spec.appHost,
       appPort: deps.spec.appPort,
@@ -164,6 +180,9 @@ export class InboundListener {
       metrics: deps.l7,
       timeouts: () => this.#routing,
       authorize: (peer, req) => this.authorize(peer.service, req),
+      keepAliveMs: limits.httpIdleTimeoutMs,
+      appPoolIdleMs: limits.upstreamIdleTimeoutMs,
+      limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, workers), perWorker(limits.maxRequestsPerSource, workers)),
     });
     this.#maxHandshakes = deps.maxConcurrentHandshakes ?? DEFAULT_MAX_CONCURRENT_HANDSHAKES;
     this.#server = tls.createServer({
@@ -201,6 +220,15 @@ export class InboundListener {
   }
 
   #onTcp(raw: net.Socket): void {
+    const admitted = this.#gate.tryOpen();
+    if (admitted !== ADMITTED) {
+      raw.on('error', noop);
+      raw.destroy();
+      this.#countDenied(admitted === OVER_LISTENER ? 'listener_connection_limit' : 'proxy_connection_limit');
+      return;
+    }
+    const gate = this.#gate;
+    raw.once('close', () => gate.close());
     if (this.#handshaking >= this.#maxHandshakes) {
       raw.on('error', noop);
       raw.destroy();
@@ -255,6 +283,20 @@ export class InboundListener {
     clearInterval(this.#recheck);
     this.#http.close();
     return new Promise((resolve) => this.#front.close(() => resolve()));
+  }
+
+  /**
+   * Graceful end (SIGTERM): stops accepting at once; HTTP connections finish the request in
+   * flight (answered with `Connection: close`; idle ones close now); tcp connections run
+   * until they end, still re-checked against new intention tables. Resolves when no
+   * connection is left, then releases the rest. The caller bounds the wait: past
+   * its deadline it calls close() and ends the thread, which cuts what is still open.
+   */
+  async drain(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#front.close(() => resolve()));
+    await Promise.all([this.#http.drain(), closed]);
+    clearInterval(this.#recheck);
+    this.#http.close();
   }
 
   /**
@@ -314,10 +356,14 @@ export class InboundListener {
   }
 
   #deny(socket: net.Socket, reason: DenyReason): void {
+    this.#countDenied(reason);
+    socket.destroy();
+  }
+
+  #countDenied(reason: DenyReason): void {
     const c = this.#deps.counters;
     const slot = deniedSlot(reason);
     c[slot] = (c[slot] as number) + 1;
-    socket.destroy();
   }
 
   #acceptHttp(socket: tls.TLSSocket, id: ServiceId, der: Buffer, decidedUnder: number): void {
@@ -380,6 +426,15 @@ export class InboundListener {
       this.#live.add(live);
       // Decided under an older table than the last re-check saw: make the next tick re-scan.
       if (decidedUnder !== this.#seenGeneration) this.#seenGeneration = -1;
+      // Every byte either way passes through the downstream socket, so its timer is the idle timer.
+      if (this.#tcpIdleMs > 0) {
+        socket.setTimeout(this.#tcpIdleMs);
+        socket.once('timeout', () => {
+          c[S.IDLE_IN] = (c[S.IDLE_IN] as number) + 1;
+          app.destroy();
+          socket.destroy();
+        });
+      }
       splice(socket, app, () => {
         this.#live.delete(live);
         // Payload bytes: what the app received is what the peer sent, and vice versa.

@@ -1,6 +1,9 @@
 // An upstream listener: plaintext from the local app on 127.0.0.1:<port>, forwarded over
 // mTLS to a healthy instance of the upstream service, whose SPIFFE ID must be that service.
 // Runs on: every data-plane worker, each binding the same port with reusePort.
+// Limits (./limits.ts): a connection over -max-upstream-connections (this listener) or the
+// proxy's -max-connections is closed at accept and counted; a tcp connection with no byte
+// either way for -tcp-idle-timeout is closed and counted.
 
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -11,6 +14,7 @@ import { HttpUpstream } from './http-outbound.ts';
 import { expectServer, IDENTITY_MISMATCH } from './identity.ts';
 import { listenReusePort, tlsServerOptions } from './inbound.ts';
 import { splice } from './pipe.ts';
+import { ADMITTED, DEFAULT_LIMITS, OPEN_GATE, OVER_LISTENER, RequestLimiter, perWorker, type ConnectionGate, type ProxyLimits } from './limits.ts';
 
 export interface OutboundDeps {
   readonly spec: UpstreamSpec;
@@ -24,6 +28,12 @@ export interface OutboundDeps {
    * certificate signature, no chain verification on either side.
    */
   readonly tlsSessionResumption?: boolean;
+  /** Connection and request limits, idle timeouts; absent: DEFAULT_LIMITS. */
+  readonly limits?: ProxyLimits;
+  /** This listener's connection gate (./limits.ts); absent: none. */
+  readonly connections?: ConnectionGate;
+  /** Workers sharing the request limit (each admits its share); absent: 1. */
+  readonly workers?: number;
 }
 
 /** How many sessions one upstream listener keeps (one per instance; LRU beyond that). */
@@ -102,13 +112,25 @@ export class UpstreamListener {
   #protocol: string;
   /** null: resumption off (-tls-session-resumption=false). */
   readonly #sessions: TlsSessionCache | null;
+  readonly #gate: ConnectionGate;
+  readonly #tcpIdleMs: number;
 
   constructor(deps: OutboundDeps, material: TlsMaterial, routing: UpstreamRouting) {
     this.#deps = deps;
     this.#endpoints = l4Endpoints(routing);
     this.#protocol = routing.chain.protocol;
     this.#context = tls.createSecureContext(tlsServerOptions(material));
-    this.#http = new HttpUpstream({ name: deps.spec.name, metrics: deps.l7, tls: () => ({ context: this.#context, trustDomain: this.#trustDomain }) });
+    const limits = deps.limits ?? DEFAULT_LIMITS;
+    this.#gate = deps.connections ?? OPEN_GATE;
+    this.#tcpIdleMs = limits.tcpIdleTimeoutMs;
+    this.#http = new HttpUpstream({
+      name: deps.spec.name,
+      metrics: deps.l7,
+      tls: () => ({ context: this.#context, trustDomain: this.#trustDomain }),
+      keepAliveMs: limits.httpIdleTimeoutMs,
+      poolIdleMs: limits.upstreamIdleTimeoutMs,
+      limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, deps.workers ?? 1)),
+    });
     this.#http.update(routing);
     this.#trustDomain = material.trustDomain;
     this.#checkServer = expectServer(deps.spec.name, material.trustDomain);
@@ -142,6 +164,17 @@ export class UpstreamListener {
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 
+  /**
+   * Graceful end (SIGTERM): stops accepting at once; HTTP requests in flight finish (answered
+   * with `Connection: close`; idle connections close now), tcp connections run until they
+   * end. Resolves when no connection is left. The caller bounds the wait: past its deadline
+   * it calls close() and ends the thread, which cuts what is still open.
+   */
+  async drain(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all([this.#http.drain(), closed]);
+  }
+
   #deny(socket: net.Socket, reason: DenyReason): void {
     const c = this.#deps.counters;
     const slot = deniedSlot(reason);
@@ -152,6 +185,13 @@ export class UpstreamListener {
   #onConnection(client: net.Socket): void {
     const opened = performance.now();
     client.on('error', noop);
+    const admitted = this.#gate.tryOpen();
+    if (admitted !== ADMITTED) {
+      this.#deny(client, admitted === OVER_LISTENER ? 'listener_connection_limit' : 'proxy_connection_limit');
+      return;
+    }
+    const gate = this.#gate;
+    client.once('close', () => gate.close());
     if (this.#protocol !== 'tcp') {
       const c = this.#deps.counters;
       c[S.ACCEPTED_OUT] = (c[S.ACCEPTED_OUT] as number) + 1;
@@ -208,6 +248,15 @@ export class UpstreamListener {
       client.off('close', abandoned);
       const c = this.#deps.counters;
       c[S.ACCEPTED_OUT] = (c[S.ACCEPTED_OUT] as number) + 1;
+      // Every byte either way passes through the app's socket, so its timer is the idle timer.
+      if (this.#tcpIdleMs > 0) {
+        client.setTimeout(this.#tcpIdleMs);
+        client.once('timeout', () => {
+          c[S.IDLE_OUT] = (c[S.IDLE_OUT] as number) + 1;
+          upstream.destroy();
+          client.destroy();
+        });
+      }
       splice(client, upstream, () => {
         c[S.RX_OUT] = (c[S.RX_OUT] as number) + client.bytesRead;
         c[S.TX_OUT] = (c[S.TX_OUT] as number) + client.bytesWritten;

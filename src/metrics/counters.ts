@@ -26,6 +26,11 @@ export type Direction = (typeof DIRECTIONS)[number];
  * - not_ready: no certificate or table yet
  * - late_rejection: an open connection that a newer intention table denies, closed by the
  *   worker (Consul leaves such connections open until they end on their own)
+ * - listener_connection_limit: the listener already had its maximum of connections open
+ *   (-max-inbound-connections for the public listener, -max-upstream-connections for each
+ *   upstream listener); closed at accept, before any TLS or HTTP work
+ * - proxy_connection_limit: the proxy already had -max-connections open over all its
+ *   listeners; closed at accept
  */
 export const DENY_REASONS = [
   'intention',
@@ -38,6 +43,8 @@ export const DENY_REASONS = [
   'upstream_identity_mismatch',
   'not_ready',
   'late_rejection',
+  'listener_connection_limit',
+  'proxy_connection_limit',
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 
@@ -74,6 +81,7 @@ export const FAMILIES: Readonly<Record<string, FamilyInfo>> = {
   handshake: { name: 'meshd_tls_handshake_failures_total', help: 'Failed TLS handshakes on the public listener, by reason.', type: 'counter' },
   rx: { name: 'meshd_bytes_received_total', help: 'Bytes received from the downstream peer.', type: 'counter' },
   tx: { name: 'meshd_bytes_sent_total', help: 'Bytes sent to the downstream peer.', type: 'counter' },
+  idle: { name: 'meshd_tcp_idle_timeouts_total', help: 'tcp (L4) connections closed after -tcp-idle-timeout without a byte either way.', type: 'counter' },
 };
 
 function buildSlots(): { slots: SlotInfo[]; index: Record<string, number> } {
@@ -88,6 +96,7 @@ function buildSlots(): { slots: SlotInfo[]; index: Record<string, number> } {
     add(`closed_${d}`, 'closed', { direction: d });
     add(`rx_${d}`, 'rx', { direction: d });
     add(`tx_${d}`, 'tx', { direction: d });
+    add(`idle_${d}`, 'idle', { direction: d });
   }
   for (const r of DENY_REASONS) add(`denied_${r}`, 'denied', { reason: r });
   for (const r of HANDSHAKE_REASONS) add(`handshake_${r}`, 'handshake', { reason: r });
@@ -114,6 +123,8 @@ export const S = {
   TX_IN: slot('tx_inbound'),
   RX_OUT: slot('rx_outbound'),
   TX_OUT: slot('tx_outbound'),
+  IDLE_IN: slot('idle_inbound'),
+  IDLE_OUT: slot('idle_outbound'),
 } as const;
 
 export function deniedSlot(reason: DenyReason): number {
@@ -131,4 +142,31 @@ export function allocateCounters(workers: number): SharedArrayBuffer {
 
 export function counterBlock(buffer: SharedArrayBuffer, worker: number): Float64Array {
   return new Float64Array(buffer, worker * BLOCK_SLOTS * Float64Array.BYTES_PER_ELEMENT, BLOCK_SLOTS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open connections per listener, shared by the workers (src/dataplane/limits.ts enforces the
+// connection limits with them).
+//
+// One Int32Array block per worker: slot 0 the worker's connections over all its listeners,
+// slot 1 + l its connections on listener l (0 the public listener, 1..n the upstream listeners
+// in -upstream order, the L7 numbering). Each slot has one writer, its worker; a worker deciding
+// whether to accept sums the slot over every block. A restarted worker zeroes its block: the
+// connections it counted died with its predecessor.
+
+export function connectionStride(listeners: number): number {
+  return 1 + listeners;
+}
+
+export function allocateConnectionCounts(workers: number, listeners: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(workers * connectionStride(listeners) * Int32Array.BYTES_PER_ELEMENT);
+}
+
+/** Open connections per listener (index = listener), summed over workers. */
+export function openConnections(buffer: SharedArrayBuffer, workers: number, listeners: number): number[] {
+  const a = new Int32Array(buffer);
+  const stride = connectionStride(listeners);
+  const out = new Array<number>(listeners).fill(0);
+  for (let w = 0; w < workers; w++) for (let l = 0; l < listeners; l++) out[l] = (out[l] as number) + Atomics.load(a, w * stride + 1 + l);
+  return out;
 }

@@ -22,14 +22,17 @@ export const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
  * flags, by their meaning): each is a stable metric label.
  * - no_healthy_upstream (UH): no instance of any target in the chain is healthy
  * - connect_failure (UF): TCP/TLS to the chosen instance failed (or timed out connecting)
- * - overflow (UO): a circuit-breaker limit was reached
+ * - overflow (UO): a circuit-breaker limit was reached, or the listener already had
+ *   -max-concurrent-requests in progress (503, answered at once)
  * - request_timeout (UT): the route's request timeout passed before the response began
  * - reset (UR): the connection to the destination broke before the response began
  * - rbac_denied: an intention denied the request (403)
  * - bad_request: the path could not be normalised or a header is not allowed (400)
  * - local_app_unreachable: inbound only, the local app refused or timed out connecting
+ * - source_limit: inbound only, the calling service already had -max-requests-per-source
+ *   requests in progress on this listener (429, answered at once)
  */
-export const RESPONSE_FLAGS = ['no_healthy_upstream', 'connect_failure', 'overflow', 'request_timeout', 'reset', 'rbac_denied', 'bad_request', 'local_app_unreachable'] as const;
+export const RESPONSE_FLAGS = ['no_healthy_upstream', 'connect_failure', 'overflow', 'request_timeout', 'reset', 'rbac_denied', 'bad_request', 'local_app_unreachable', 'source_limit'] as const;
 export type ResponseFlag = (typeof RESPONSE_FLAGS)[number];
 
 /**

@@ -11,6 +11,11 @@
 // The delay is exposed as a summary per worker: quantiles 0.5, 0.99 and 1 (the maximum) over
 // the last complete window, and `_sum`/`_count` over every sample since the worker started
 // (a restarted worker continues the sums of the slots it inherits).
+//
+// Each window also counts what keeps the worker's event loop alive, from
+// process.getActiveResourcesInfo(): timers (`Timeout`) apart from everything else (sockets,
+// servers, pending requests, the message port). Unref'd timers and handles are not listed by
+// Node, so these are the referenced ones. A count that keeps growing at a steady load is a leak.
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
@@ -28,8 +33,12 @@ export const W = {
   HEAP_TOTAL: 6,
   /** Date.now() of the last window written (0: none yet). */
   UPDATED_MS: 7,
+  /** Referenced handles and requests other than timers, at the end of the last window. */
+  ACTIVE_HANDLES: 8,
+  /** Referenced timers, at the end of the last window. */
+  ACTIVE_TIMERS: 9,
 } as const;
-export const WORKER_GAUGE_SLOTS = 8;
+export const WORKER_GAUGE_SLOTS = 10;
 
 /** How long one lag window lasts. */
 export const LAG_WINDOW_MS = 2000;
@@ -63,6 +72,14 @@ export function startLagMonitor(b: Float64Array, windowMs = LAG_WINDOW_MS): () =
       b[W.LAG_SUM] = (b[W.LAG_SUM] as number) + (h.mean * h.count) / 1e9;
       b[W.LAG_COUNT] = (b[W.LAG_COUNT] as number) + h.count;
     }
+    let timers = 0;
+    let handles = 0;
+    for (const r of process.getActiveResourcesInfo()) {
+      if (r === 'Timeout') timers++;
+      else handles++;
+    }
+    b[W.ACTIVE_HANDLES] = handles;
+    b[W.ACTIVE_TIMERS] = timers;
     b[W.UPDATED_MS] = Date.now();
     h.reset();
   };
@@ -120,6 +137,8 @@ export function runtimeFamilies(buffer: SharedArrayBuffer, workers: number, mem:
     },
     { name: 'meshd_worker_heap_used_bytes', help: "V8 heap in use by each data-plane worker's isolate.", type: 'gauge', samples: perWorker(W.HEAP_USED) },
     { name: 'meshd_worker_heap_total_bytes', help: "V8 heap reserved by each data-plane worker's isolate.", type: 'gauge', samples: perWorker(W.HEAP_TOTAL) },
+    { name: 'meshd_worker_active_handles', help: "Referenced handles and requests other than timers (sockets, servers, ...) in each data-plane worker's event loop, at the end of the last window.", type: 'gauge', samples: perWorker(W.ACTIVE_HANDLES) },
+    { name: 'meshd_worker_active_timers', help: "Referenced timers in each data-plane worker's event loop, at the end of the last window.", type: 'gauge', samples: perWorker(W.ACTIVE_TIMERS) },
     { name: 'meshd_process_resident_memory_bytes', help: 'Resident set size of the proxy process (all threads).', type: 'gauge', samples: one(mem.rss) },
     { name: 'meshd_process_heap_used_bytes', help: "V8 heap in use by the control thread's isolate.", type: 'gauge', samples: one(mem.heapUsed) },
     { name: 'meshd_process_heap_total_bytes', help: "V8 heap reserved by the control thread's isolate.", type: 'gauge', samples: one(mem.heapTotal) },

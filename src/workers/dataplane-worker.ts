@@ -13,6 +13,7 @@ import { startLagMonitor, workerGaugeBlock } from '../metrics/runtime.ts';
 import { InboundListener, configureTls } from '../dataplane/inbound.ts';
 import { UpstreamListener } from '../dataplane/outbound.ts';
 import { IngressHttpListener } from '../gateway/ingress-listener.ts';
+import { ConnectionCounts, withDefaults } from '../dataplane/limits.ts';
 import type { FromWorker, RoutingSnapshot, ToWorker, WorkerInit } from './messages.ts';
 
 if (parentPort === null) throw new Error('dataplane-worker.ts must run as a worker thread');
@@ -60,9 +61,13 @@ async function init(msg: WorkerInit): Promise<void> {
   // (docs/BENCHMARKS.md). MESHD_POLICY_PROBE=ts selects the reference implementation.
   const policy = process.env.MESHD_POLICY_PROBE === 'ts' ? new PolicyTableReader(msg.policy, msg.policySlot) : new WasmPolicyProbe(msg.policy, msg.policySlot);
   let inboundPort: number | null = null;
+  // Connection and request limits (../dataplane/limits.ts): listener 0 public, 1 + i upstream i.
+  const limits = withDefaults(msg.limits);
+  const workers = msg.workers ?? 1;
+  const conns = new ConnectionCounts(msg.connectionCounts ?? null, msg.index, workers, 1 + msg.upstreams.length, limits.maxConnections);
   if (msg.inbound !== null) {
     inbound = new InboundListener(
-      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, ...(msg.maxConcurrentHandshakes === undefined ? {} : { maxConcurrentHandshakes: msg.maxConcurrentHandshakes }), l7: l7Block(msg.l7Metrics, msg.index, listeners, 0) },
+      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, ...(msg.maxConcurrentHandshakes === undefined ? {} : { maxConcurrentHandshakes: msg.maxConcurrentHandshakes }), l7: l7Block(msg.l7Metrics, msg.index, listeners, 0), limits, workers, connections: conns.gate(0, limits.maxInboundConnections) },
       msg.tls,
       msg.routing.inbound,
     );
@@ -80,17 +85,30 @@ async function init(msg: WorkerInit): Promise<void> {
     }
     const routing = msg.routing.upstreams[spec.name];
     if (routing === undefined) throw new Error(`no routing for upstream ${spec.name}`);
-    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, tlsSessionResumption: msg.tlsSessionResumption !== false, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i) }, msg.tls, routing);
+    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, tlsSessionResumption: msg.tlsSessionResumption !== false, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i), limits, workers, connections: conns.gate(1 + i, limits.maxUpstreamConnections) }, msg.tls, routing);
     upstreams.set(spec.name, l);
     ports[spec.name] = await l.listen(spec.port);
   }
   send({ type: 'listening', ports: { inbound: inboundPort, upstreams: ports } });
 }
 
-async function drain(): Promise<void> {
+/**
+ * Shutdown: every listener stops accepting now and drains (HTTP requests in flight finish with
+ * `Connection: close`, idle connections close, tcp connections run until they end) for up to
+ * `timeoutMs`; then HTTP connections still open are closed, and the supervisor terminates
+ * this thread on `drained`, which cuts any tcp connection left.
+ */
+async function drain(timeoutMs: number): Promise<void> {
+  const listeners = [...(inbound === null ? [] : [inbound]), ...upstreams.values(), ...ingress.values()];
+  const drained = Promise.all(listeners.map((l) => l.drain()));
+  let deadline: NodeJS.Timeout | undefined;
+  const late = await Promise.race([drained.then(() => false), new Promise<boolean>((resolve) => (deadline = setTimeout(() => resolve(true), timeoutMs)))]);
+  clearTimeout(deadline);
+  // The deadline passed: close what HTTP still holds (their close() waits for tcp connections,
+  // which the thread's end cuts, so it is not awaited).
+  if (late) for (const l of listeners) void l.close();
   stopLagMonitor?.();
   stopLagMonitor = null;
-  await Promise.all([inbound?.close(), ...[...upstreams.values(), ...ingress.values()].map((u) => u.close())]);
   closeAccessLog();
   installLatencyRecorder(null);
   latency?.destroy();
@@ -118,8 +136,7 @@ port.on('message', (msg: ToWorker) => {
       send({ type: 'latency', seq: msg.seq, delta: latency?.takeDelta() ?? null });
       break;
     case 'drain':
-      // Stop accepting; open connections finish on their own (or the process exits).
-      void drain();
+      void drain(msg.timeoutMs);
       break;
   }
 });

@@ -7,6 +7,7 @@ import type { ChainProtocol, DataPlaneChain, HeaderModifiers } from '../chain/ty
 import type { JwtProviderEntry } from '../config/jwt.ts';
 import type { JwtRequirement, SourceIntention } from '../config/service-intentions.ts';
 import type { LatencyDelta } from '../metrics/latency.ts';
+import type { ProxyLimits } from '../dataplane/limits.ts';
 
 export interface TlsMaterial {
   /** PKCS#8 PEM of the leaf key (generated in this process; never sent to the agent). */
@@ -129,6 +130,12 @@ export interface WorkerInit {
   readonly ingress?: readonly string[];
   /** L7 counter blocks per worker (an ingress gateway has one per exposed service too). Absent: 1 + upstreams. */
   readonly l7Listeners?: number;
+  /** Connection and request limits, idle timeouts (../dataplane/limits.ts); absent: the defaults. */
+  readonly limits?: ProxyLimits;
+  /** Open connections per worker and listener, shared (../metrics/counters.ts); absent: limits hold per worker. */
+  readonly connectionCounts?: SharedArrayBuffer;
+  /** Workers in the proxy (each admits its share of the request limits); absent: 1. */
+  readonly workers?: number;
 }
 
 export type ToWorker =
@@ -137,7 +144,11 @@ export type ToWorker =
   | { readonly type: 'routing'; readonly routing: RoutingSnapshot }
   /** A scrape: answer with a `latency` message carrying the same `seq`. */
   | { readonly type: 'latency'; readonly seq: number }
-  | { readonly type: 'drain' };
+  /**
+   * Shut down: stop accepting now, let open connections finish for up to `timeoutMs` (0: close
+   * them now), then answer `drained`; the supervisor ends the thread, cutting what is left.
+   */
+  | { readonly type: 'drain'; readonly timeoutMs: number };
 
 export interface ListeningPorts {
   readonly inbound: number | null;

@@ -11,7 +11,7 @@ import { renderEnvoy } from '../../src/metrics/envoy.ts';
 import { L, allocateL7, bump, countFlag, countL7Denied, countOverflow, l7Block, l7Families, l7Totals, recordRequest, renderL7 } from '../../src/metrics/l7.ts';
 import { LatencyRecorder, LatencyTotals, installLatencyRecorder, type DurationHistogram } from '../../src/metrics/latency.ts';
 import { renderPrometheus } from '../../src/metrics/prometheus.ts';
-import { W, allocateWorkerGauges, renderRuntime, runtimeFamilies, startLagMonitor, workerGaugeBlock } from '../../src/metrics/runtime.ts';
+import { W, WORKER_GAUGE_SLOTS, allocateWorkerGauges, renderRuntime, runtimeFamilies, startLagMonitor, workerGaugeBlock } from '../../src/metrics/runtime.ts';
 import { parseMetrics, total } from '../helpers/net.ts';
 import { assertStrictMetrics } from '../helpers/prom-check.ts';
 
@@ -189,7 +189,7 @@ test('the lag monitor sees a blocked event loop and writes its own block only', 
   assert.ok((b[W.HEAP_USED] as number) > 0);
   assert.ok((b[W.UPDATED_MS] as number) > 0);
   assert.ok((b[W.LAG_P99] as number) <= (b[W.LAG_MAX] as number));
-  assert.deepEqual([...workerGaugeBlock(buf, 0)], new Array<number>(8).fill(0), 'worker 0 untouched');
+  assert.deepEqual([...workerGaugeBlock(buf, 0)], new Array<number>(WORKER_GAUGE_SLOTS).fill(0), 'worker 0 untouched');
 });
 
 test('both formats, whole, pass the strict checker and promtool', { skip: hasPromtool ? false : 'promtool not installed' }, () => {

@@ -145,6 +145,8 @@ test('named slot indexes are unique, in range, and label-correct', () => {
     [S.TX_IN, 'tx', { direction: 'inbound' }],
     [S.RX_OUT, 'rx', { direction: 'outbound' }],
     [S.TX_OUT, 'tx', { direction: 'outbound' }],
+    [S.IDLE_IN, 'idle', { direction: 'inbound' }],
+    [S.IDLE_OUT, 'idle', { direction: 'outbound' }],
     ...DENY_REASONS.map((r): [number, string, Record<string, string>] => [deniedSlot(r), 'denied', { reason: r }]),
     ...HANDSHAKE_REASONS.map((r): [number, string, Record<string, string>] => [handshakeSlot(r), 'handshake', { reason: r }]),
   ];
