@@ -59,7 +59,17 @@ export type AuthzResult =
       /** Flat [name, value, ...] headers to add towards the app (e.g. a verified JWT payload). */
       readonly addHeaders?: readonly string[];
     }
-  | { readonly allow: false; readonly reason: L7DenyReason };
+  | {
+      readonly allow: false;
+      readonly reason: L7DenyReason;
+      /**
+       * The shared table says an L7 intention decides, but this worker's routing snapshot has
+       * no permissions for the source yet (the two reach a worker by different paths, a few ms
+       * apart, when an intention changes from L4 to L7). The request waits for the next
+       * snapshot and is decided again; `reason` is the answer if none comes.
+       */
+      readonly pending?: true;
+    };
 
 export interface HttpInboundDeps {
   readonly appHost: string;
@@ -68,7 +78,9 @@ export interface HttpInboundDeps {
   readonly selfUri: () => string;
   readonly metrics: Float64Array;
   readonly timeouts: () => LocalAppTimeouts;
-  readonly authorize: (peer: Peer, req: AuthzRequest) => AuthzResult;
+  readonly authorize: (peer: Peer, req: AuthzRequest, final?: boolean) => AuthzResult;
+  /** Resolves at the next routing snapshot, or after `timeoutMs`. */
+  readonly routingChanged?: (timeoutMs: number) => Promise<void>;
   /** Idle keep-alive of downstream connections; absent: DOWNSTREAM_KEEPALIVE_MS. */
   readonly keepAliveMs?: number;
   /** Idle time of pooled connections to the app; absent: LOCAL_POOL_IDLE_MS. */
@@ -79,6 +91,8 @@ export interface HttpInboundDeps {
 
 /** Keep-alive towards the downstream sidecar: longer than its pool's idle timeout (60 s). */
 export const DOWNSTREAM_KEEPALIVE_MS = 120_000;
+/** How long a request waits for L7 permissions the shared table already says exist (see AuthzResult.pending). */
+const ROUTING_WAIT_MS = 1000;
 /** Idle pooled connections to the local app are closed after this. */
 export const LOCAL_POOL_IDLE_MS = 60_000;
 
@@ -205,7 +219,22 @@ export class HttpInbound {
       res.once('close', () => limiter.release(peer.service));
     }
     const method = req.method ?? 'GET';
-    const verdict = this.#deps.authorize(peer, new RequestView(method, norm.path, norm.query, req.rawHeaders));
+    const view = new RequestView(method, norm.path, norm.query, req.rawHeaders);
+    const verdict = this.#deps.authorize(peer, view);
+    const wait = this.#deps.routingChanged;
+    if (!verdict.allow && verdict.pending === true && wait !== undefined) {
+      wait(ROUTING_WAIT_MS).then(
+        () => this.#decided(req, res, start, peer, norm, view, this.#deps.authorize(peer, view, true)),
+        () => this.#decided(req, res, start, peer, norm, view, this.#deps.authorize(peer, view, true)),
+      );
+      return;
+    }
+    this.#decided(req, res, start, peer, norm, view, verdict);
+  }
+
+  /** The rest of a request once its authorization is known: refuse, or forward to the app. */
+  #decided(req: http.IncomingMessage, res: http.ServerResponse, start: number, peer: Peer, norm: { readonly path: string; readonly query: string }, view: RequestView, verdict: AuthzResult): void {
+    const method = view.method;
     if (!verdict.allow) {
       req.resume();
       countL7Denied(this.#deps.metrics, verdict.reason);

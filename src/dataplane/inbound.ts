@@ -125,6 +125,7 @@ const ALLOW: AuthzResult = { allow: true };
 const L4_DENY: AuthzResult = { allow: false, reason: 'l4_deny' };
 const PERMISSION_DENY: AuthzResult = { allow: false, reason: 'permission_deny' };
 const DEFAULT_DENY: AuthzResult = { allow: false, reason: 'default_deny' };
+const L7_PENDING: AuthzResult = { allow: false, reason: 'default_deny', pending: true };
 const JWT_DENY: AuthzResult = { allow: false, reason: 'jwt_invalid' };
 
 /** The routing parts L7 programs and JWT verifiers are compiled from, for change detection. */
@@ -157,6 +158,7 @@ export class InboundListener {
   #jwt: JwtProviders | null = null;
   /** The allow result: ALLOW, or one that strips incoming copies of JWT forwarding headers. */
   #allow: AuthzResult = ALLOW;
+  #routingWaiters: (() => void)[] = [];
   #selfUri: string;
   readonly #http: HttpInbound;
   readonly #gate: ConnectionGate;
@@ -179,7 +181,8 @@ export class InboundListener {
       selfUri: () => this.#selfUri,
       metrics: deps.l7,
       timeouts: () => this.#routing,
-      authorize: (peer, req) => this.authorize(peer.service, req),
+      authorize: (peer, req, final) => this.authorize(peer.service, req, final),
+      routingChanged: (timeoutMs) => this.#routingChanged(timeoutMs),
       keepAliveMs: limits.httpIdleTimeoutMs,
       appPoolIdleMs: limits.upstreamIdleTimeoutMs,
       limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, workers), perWorker(limits.maxRequestsPerSource, workers)),
@@ -268,6 +271,20 @@ export class InboundListener {
       this.#compileL7(routing);
     }
     this.#routing = routing;
+    const waiters = this.#routingWaiters;
+    this.#routingWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves at the next updateRouting(), or after `timeoutMs`. */
+  #routingChanged(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#routingWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** L7 programs and JWT verifiers (their token caches start empty). */
@@ -308,13 +325,22 @@ export class InboundListener {
    * When the L7 intention names jwt-providers, tokens are verified first (src/authz/jwt-verify.ts):
    * a token none of them verifies is `jwt_invalid` (401); verified payloads feed the
    * permissions' JWT requirements; no token leaves every requirement unmet.
+   *
+   * `final` false: when the table names an L7 intention this worker has no permissions for
+   * yet, the answer is `pending` (HttpInbound waits for the next routing snapshot and asks
+   * again with `final`).
    */
-  authorize(source: string, req: AuthzRequest): AuthzResult {
+  authorize(source: string, req: AuthzRequest, final = false): AuthzResult {
     const d = this.#deps.policy.decide(source, this.#deps.service);
     if (isAllowed(d)) return this.#allow;
     if (decisionCode(d) !== Decision.L7_DENY) return L4_DENY;
     const program = this.#programs.programFor(source);
-    if (program === null) return this.#routing.defaultAllow ? this.#allow : DEFAULT_DENY;
+    if (program === null) {
+      // The table says an L7 intention decides but the permissions have not reached this
+      // worker yet (they travel in the routing snapshot): wait for it once, then decide.
+      if (!final) return L7_PENDING;
+      return this.#routing.defaultAllow ? this.#allow : DEFAULT_DENY;
+    }
     let view: L7Request = req;
     let allow = this.#allow;
     const jwt = this.#jwt;

@@ -1,0 +1,71 @@
+// An intention that changes between L4 and L7 under load must not refuse an allowed request.
+// The shared table (which intention decides) and the L7 permissions (in the routing snapshot)
+// reach a worker by different paths a few ms apart; a request that sees "L7" in the table
+// before the permissions arrive waits for them rather than being denied (found by npm run soak).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent as UndiciAgent, request } from 'undici';
+import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
+import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
+
+let dir: string;
+let agent: MeshdProcess;
+let api: MeshdProcess;
+let web: MeshdProcess;
+let app: HttpApp;
+let http: string;
+let port: number;
+
+const L4 = { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Action: 'allow' }] };
+const L7 = { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/' } }] }] };
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'meshd-swap-'));
+  agent = await startMeshd(['agent', '-dev', '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, 'agent')]);
+  http = agent.fields.http as string;
+  await putConfig(http, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
+  await putConfig(http, L4);
+  app = await startApp('api');
+  api = await startMeshd(['connect', 'proxy', '-service', 'api', '-service-addr', `127.0.0.1:${app.port}`, '-listen', '127.0.0.1:0', '-register', '-workers', '2', '-http-addr', http]);
+  web = await startMeshd(['connect', 'proxy', '-service', 'web', '-upstream', 'api:0', '-workers', '1', '-http-addr', http]);
+  port = Number((web.fields['upstream.api'] as string).split(':')[1]);
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`http://127.0.0.1:${port}/ok`).then((r) => r.status === 200, () => false)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+after(async () => {
+  await Promise.all([web?.stop(), api?.stop()]);
+  await agent?.stop();
+  await app?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('L4 allow ⇄ L7 allow swapped 12 times under continuous requests: every request gets 200', async () => {
+  const dispatcher = new UndiciAgent({ connections: 8 });
+  let stop = false;
+  const statuses = new Map<number, number>();
+  const loop = async (): Promise<void> => {
+    while (!stop) {
+      const r = await request(`http://127.0.0.1:${port}/ok`, { dispatcher });
+      await r.body.text();
+      statuses.set(r.statusCode, (statuses.get(r.statusCode) ?? 0) + 1);
+    }
+  };
+  const loops = Array.from({ length: 8 }, loop);
+  for (let i = 0; i < 12; i++) {
+    await putConfig(http, i % 2 === 0 ? L7 : L4);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  stop = true;
+  await Promise.all(loops);
+  await dispatcher.close();
+  const total = [...statuses.values()].reduce((a, b) => a + b, 0);
+  assert.ok(total > 200, `only ${total} requests`);
+  assert.deepEqual([...statuses.keys()], [200], `statuses: ${JSON.stringify([...statuses])}`);
+});
