@@ -232,22 +232,19 @@ describe('limits: connections per listener and per proxy, requests per listener 
     const base = `http://${web2.fields['upstream.api'] as string}`;
     try {
       // web2 admits 3 of the 6 and answers the others itself; of its 3, api admits 2 (its
-      // per-source limit) and answers the third 429.
+      // per-source limit) and answers the third 429 at once — which frees one of web2's slots,
+      // so a request arriving after that 429 (on a loaded machine they do not all arrive
+      // together) is admitted by web2 and then refused 429 by api too.
       const replies = await Promise.all(Array.from({ length: 6 }, () => get(base, '/slow', d)));
       const shown = replies.map((r) => `${r.status}/${r.flag ?? '-'}`).join(' ');
       const local = replies.filter((r) => r.status === 503 && r.flag === 'overflow');
-      assert.equal(local.length, 3, shown);
-      assert.deepEqual(
-        replies
-          .filter((r) => r.status !== 503)
-          .map((r) => r.status)
-          .sort(),
-        [200, 200, 429],
-        shown,
-      );
+      const refusedByApi = replies.filter((r) => r.status === 429);
+      assert.equal(replies.filter((r) => r.status === 200).length, 2, shown);
+      assert.ok(local.length >= 2 && local.length <= 3, shown);
+      assert.equal(local.length + refusedByApi.length, 4, shown);
       for (const r of local) assert.ok(r.ms < 1000, `a 503 overflow took ${r.ms.toFixed(0)} ms`);
-      const m = await scrapeUntil(web2.fields.metrics as string, (s) => total(s, 'meshd_http_local_responses_total', { upstream: 'api', flag: 'overflow' }) >= 3);
-      assert.equal(total(m, 'meshd_http_local_responses_total', { upstream: 'api', flag: 'overflow' }), 3);
+      const m = await scrapeUntil(web2.fields.metrics as string, (s) => total(s, 'meshd_http_local_responses_total', { upstream: 'api', flag: 'overflow' }) >= local.length);
+      assert.equal(total(m, 'meshd_http_local_responses_total', { upstream: 'api', flag: 'overflow' }), local.length);
     } finally {
       await d.close();
     }
