@@ -209,3 +209,24 @@ test('the session cache is a bounded LRU', () => {
   c.clear();
   assert.equal(c.size, 0);
 });
+
+test('server side: new certificates or a new trust bundle end resumption (a root rotated out cannot be resumed past)', async () => {
+  // node's setSecureContext makes new session-ticket keys, so no session issued before
+  // updateTls resumes after it: a peer verified against a bundle that has since changed does a
+  // full handshake against the current one. This test keeps that guarantee from changing under us.
+  const { listener, port } = await startInbound(new Set(['web']));
+  try {
+    const first = await mtlsEcho(port, 'web');
+    assert.ok(first.session !== undefined);
+    const again = await mtlsEcho(port, 'web', first.session);
+    assert.equal(again.reused, true);
+    const next = await generateRoot({ clusterId: CLUSTER_ID, now: new Date() });
+    const m = mat('api');
+    listener.updateTls({ ...m, caPems: [...m.caPems, next.certPem] });
+    const after = await mtlsEcho(port, 'web', again.session ?? first.session);
+    assert.equal(after.reused, false, 'a session from before the bundle changed was resumed');
+    assert.equal(after.echoed, 'ping', 'the full handshake that replaced it succeeds');
+  } finally {
+    await listener.close();
+  }
+});
