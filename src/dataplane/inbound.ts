@@ -412,8 +412,11 @@ export class InboundListener {
   #onSecure(socket: tls.TLSSocket): void {
     const opened = performance.now();
     socket.on('error', noop);
-    const cert = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
-    const who = serviceIdentity(cert?.raw, this.#trustDomain);
+    // Only the DER is needed: getPeerX509Certificate().raw costs ~10 µs here against
+    // getPeerCertificate()'s ~100 µs, which builds a whole JavaScript object of the certificate
+    // (10 % of the server sidecar's time per handshake in the bench's profile).
+    const raw = socket.getPeerX509Certificate()?.raw;
+    const who = serviceIdentity(raw, this.#trustDomain);
     if (!who.ok) {
       this.#deny(socket, who.reason);
       return;
@@ -426,7 +429,7 @@ export class InboundListener {
         this.#deny(socket, 'intention');
         return;
       }
-      this.#acceptHttp(socket, who.id, cert?.raw as Buffer, decidedUnder);
+      this.#acceptHttp(socket, who.id, raw as Buffer, decidedUnder);
       return;
     }
     if (!isAllowed(decision)) {
