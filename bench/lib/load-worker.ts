@@ -203,6 +203,40 @@ function primed(port: number): Promise<net.Socket> {
   });
 }
 
+/**
+ * The answer side of every load loop: each complete response is counted and sampled from
+ * `startedAt()`, then `next()` runs; a malformed response, a socket error or a close counts as
+ * an error (unless `done()` says the loop has ended) and `end()` runs.
+ */
+function onAnswers(
+  s: net.Socket,
+  reader: ResponseReader,
+  st: Stats,
+  loop: { readonly startedAt: () => number; readonly next: () => void; readonly end: () => void; readonly done: () => boolean; readonly closed: string },
+): void {
+  s.on('data', (d: Buffer) => {
+    try {
+      reader.feed(d, (ok) => {
+        if (!ok) st.error('non-200 response');
+        st.requests++;
+        st.sample((performance.now() - loop.startedAt()) * 1000);
+        loop.next();
+      });
+    } catch (e) {
+      st.error((e as Error).message);
+      loop.end();
+    }
+  });
+  s.on('error', (e) => {
+    if (!loop.done()) st.error(e.message);
+    loop.end();
+  });
+  s.on('close', () => {
+    if (!loop.done()) st.error(loop.closed);
+    loop.end();
+  });
+}
+
 /** closed and bulk: keep-alive connections, next request when the answer is complete. */
 function closedLoop(s: net.Socket, job: LoadJob, until: number, st: Stats, readers: ResponseReader[]): Promise<void> {
   const req = request(job.path ?? '/api/items', false);
@@ -224,27 +258,7 @@ function closedLoop(s: net.Socket, job: LoadJob, until: number, st: Stats, reade
       s.write(req);
     };
     const timer = setTimeout(finish, Math.max(0, until - performance.now()));
-    s.on('data', (d: Buffer) => {
-      try {
-        reader.feed(d, (ok) => {
-          if (!ok) st.error('non-200 response');
-          st.requests++;
-          st.sample((performance.now() - start) * 1000);
-          send();
-        });
-      } catch (e) {
-        st.error((e as Error).message);
-        finish();
-      }
-    });
-    s.on('error', (e) => {
-      if (!finished) st.error(e.message);
-      finish();
-    });
-    s.on('close', () => {
-      if (!finished) st.error('connection closed by peer');
-      finish();
-    });
+    onAnswers(s, reader, st, { startedAt: () => start, next: send, end: finish, done: () => finished, closed: 'connection closed by peer' });
     send();
   });
 }
@@ -258,30 +272,20 @@ async function connectLoop(job: LoadJob, until: number, st: Stats): Promise<void
       const s = connect(job.port);
       const reader = new ResponseReader();
       let answered = false;
+      const end = (): void => {
+        s.destroy();
+        resolve();
+      };
       s.on('connect', () => s.write(req));
-      s.on('data', (d: Buffer) => {
-        try {
-          reader.feed(d, (ok) => {
-            if (!ok) st.error('non-200 response');
-            answered = true;
-            st.requests++;
-            st.sample((performance.now() - start) * 1000);
-            s.destroy();
-            resolve();
-          });
-        } catch (e) {
-          st.error((e as Error).message);
-          s.destroy();
-          resolve();
-        }
-      });
-      s.on('error', (e) => {
-        if (!answered) st.error(e.message);
-        resolve();
-      });
-      s.on('close', () => {
-        if (!answered) st.error('closed before the answer');
-        resolve();
+      onAnswers(s, reader, st, {
+        startedAt: () => start,
+        next: () => {
+          answered = true;
+          end();
+        },
+        end,
+        done: () => answered,
+        closed: 'closed before the answer',
       });
     });
   }
@@ -329,27 +333,15 @@ function openLoop(s: net.Socket, job: LoadJob, index: number, t0: number, until:
       }
       timer = setTimeout(fire, Math.max(0, Math.floor(intended - now)));
     };
-    s.on('data', (d: Buffer) => {
-      try {
-        reader.feed(d, (ok) => {
-          if (!ok) st.error('non-200 response');
-          busy = false;
-          st.requests++;
-          st.sample((performance.now() - start) * 1000);
-          next();
-        });
-      } catch (e) {
-        st.error((e as Error).message);
-        finish();
-      }
-    });
-    s.on('error', (e) => {
-      if (!finished) st.error(e.message);
-      finish();
-    });
-    s.on('close', () => {
-      if (!finished) st.error('connection closed by peer');
-      finish();
+    onAnswers(s, reader, st, {
+      startedAt: () => start,
+      next: () => {
+        busy = false;
+        next();
+      },
+      end: finish,
+      done: () => finished,
+      closed: 'connection closed by peer',
     });
     // In-flight requests at the end get a grace second, then count as errors.
     const stop = setTimeout(() => {
