@@ -5,7 +5,7 @@
 
 import { tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { parseDuration, parseJson } from '../control/decode.ts';
+import { UUID_RE, parseDuration, parseJson } from '../control/decode.ts';
 import { CA_CONFIG_OBJECT_KEYS, collapseBlocks, parseConfigText } from '../config/hcl.ts';
 import { join } from 'node:path';
 import { parseFlags, parseHostPort, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
@@ -547,12 +547,10 @@ function twoNames(f: ParsedFlags, cmd: string): [string, string] {
   return [f.positionals[0] as string, f.positionals[1] as string];
 }
 
-const INTENTION_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** `get` and `delete` take SRC DST, or one legacy intention ID, as Consul's do. */
 function pairOrId(f: ParsedFlags, cmd: string): { id: string } | { src: string; dst: string } {
   const [first] = f.positionals;
-  if (f.positionals.length === 1 && first !== undefined && INTENTION_ID_RE.test(first)) return { id: first };
+  if (f.positionals.length === 1 && first !== undefined && UUID_RE.test(first)) return { id: first };
   if (f.positionals.length !== 2) throw new UsageError(`meshd intention ${cmd} needs SRC DST, or one intention ID`);
   return { src: f.positionals[0] as string, dst: f.positionals[1] as string };
 }

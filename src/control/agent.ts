@@ -21,7 +21,7 @@ import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, extractToken, type Access, type Caller } from './acl.ts';
 import { CsrLimiter } from './rate-limit.ts';
 import { PolicyEngine } from './policy.ts';
-import { FieldError, parseDuration, parseJsonObject, reqString } from './decode.ts';
+import { FieldError, UUID_RE, parseDuration, parseJsonObject, reqString } from './decode.ts';
 import { HttpError, Router, blockingParams, flagParam, readBody, sendJson, sendText, type RequestContext } from './http.ts';
 import { SigningPool } from '../ca/pool.ts';
 import { CaError, CsrError } from '../ca/authority.ts';
@@ -29,7 +29,6 @@ import { parseSpiffeId } from '../ca/spiffe.ts';
 import { VERSION } from '../version.ts';
 import { renderFamilies } from '../metrics/prometheus.ts';
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface AgentOptions {
   readonly host: string;

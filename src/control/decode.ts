@@ -17,6 +17,9 @@ export class FieldError extends Error {
 
 export type JsonObject = Record<string, unknown>;
 
+/** A UUID in its canonical text form (Consul's IDs: legacy intention IDs, token accessors). */
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 function norm(key: string): string {
   return key.replaceAll('_', '').toLowerCase();
 }
