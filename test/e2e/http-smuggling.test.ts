@@ -8,11 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
-import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
+import { startHttpMesh, type HttpApp, type HttpMesh } from '../helpers/http-app.ts';
 
 interface RawReply {
   readonly status: number;
@@ -51,40 +47,22 @@ function rawRequest(port: number, raw: string | Buffer, waitMs = 1500): Promise<
 const VALID = 'GET /ok HTTP/1.1\r\nHost: api\r\n\r\n';
 
 describe('HTTP hardening: smuggling, ambiguity, limits and encoding bypasses', () => {
-  let dir: string;
-  let agent: MeshdProcess;
-  let api: MeshdProcess;
-  let web: MeshdProcess;
+  let mesh: HttpMesh;
   let app: HttpApp;
   let port: number;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshd-smuggle-'));
-    agent = await startMeshd(['agent', '-dev', '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, 'agent')]);
-    const http = agent.fields.http as string;
-    await putConfig(http, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
-    await putConfig(http, {
+    mesh = await startHttpMesh({
       Kind: 'service-intentions',
       Name: 'api',
       Sources: [{ Name: 'web', Permissions: [{ Action: 'deny', HTTP: { PathPrefix: '/admin' } }, { Action: 'allow', HTTP: { PathPrefix: '/' } }] }],
     });
-    app = await startApp('api');
-    api = await startMeshd(['connect', 'proxy', '-service', 'api', '-service-addr', `127.0.0.1:${app.port}`, '-listen', '127.0.0.1:0', '-register', '-workers', '1', '-http-addr', http]);
-    web = await startMeshd(['connect', 'proxy', '-service', 'web', '-upstream', 'api:0', '-workers', '1', '-http-addr', http]);
-    port = Number((web.fields['upstream.api'] as string).split(':')[1]);
-    // Until the chain and the intention have reached both sidecars.
-    for (let i = 0; i < 100; i++) {
-      const r = await rawRequest(port, 'GET /ok HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
-      if (r.status === 200) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    app = mesh.app;
+    port = mesh.port;
   });
 
   after(async () => {
-    await Promise.all([web?.stop(), api?.stop()]);
-    await agent?.stop();
-    await app?.close();
-    rmSync(dir, { recursive: true, force: true });
+    await mesh?.stop();
   });
 
   // [case, raw request head (a valid request is pipelined behind it), expected status]

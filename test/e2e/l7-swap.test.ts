@@ -5,18 +5,10 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Agent as UndiciAgent, request } from 'undici';
-import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
-import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
+import { putConfig, startHttpMesh, type HttpMesh } from '../helpers/http-app.ts';
 
-let dir: string;
-let agent: MeshdProcess;
-let api: MeshdProcess;
-let web: MeshdProcess;
-let app: HttpApp;
+let mesh: HttpMesh;
 let http: string;
 let port: number;
 
@@ -24,26 +16,13 @@ const L4 = { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', A
 const L7 = { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/' } }] }] };
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'meshd-swap-'));
-  agent = await startMeshd(['agent', '-dev', '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, 'agent')]);
-  http = agent.fields.http as string;
-  await putConfig(http, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
-  await putConfig(http, L4);
-  app = await startApp('api');
-  api = await startMeshd(['connect', 'proxy', '-service', 'api', '-service-addr', `127.0.0.1:${app.port}`, '-listen', '127.0.0.1:0', '-register', '-workers', '2', '-http-addr', http]);
-  web = await startMeshd(['connect', 'proxy', '-service', 'web', '-upstream', 'api:0', '-workers', '1', '-http-addr', http]);
-  port = Number((web.fields['upstream.api'] as string).split(':')[1]);
-  for (let i = 0; i < 100; i++) {
-    if (await fetch(`http://127.0.0.1:${port}/ok`).then((r) => r.status === 200, () => false)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  mesh = await startHttpMesh(L4, { apiWorkers: 2 });
+  http = mesh.http;
+  port = mesh.port;
 });
 
 after(async () => {
-  await Promise.all([web?.stop(), api?.stop()]);
-  await agent?.stop();
-  await app?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await mesh?.stop();
 });
 
 test('L4 allow ⇄ L7 allow swapped 12 times under continuous requests: every request gets 200', async () => {

@@ -7,46 +7,23 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Agent as UndiciAgent, request } from 'undici';
-import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
-import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
+import { startHttpMesh, type HttpMesh } from '../helpers/http-app.ts';
 
 const HAVE_TOOL = spawnSync('slowhttptest', ['-h'], { encoding: 'utf8' }).error === undefined;
 const ATTACK_SECONDS = 12;
 
 describe('slow clients do not starve others', { skip: HAVE_TOOL ? false : 'slowhttptest is not installed (npm test installs the Debian package; apt was unavailable)' }, () => {
-  let dir: string;
-  let agent: MeshdProcess;
-  let api: MeshdProcess;
-  let web: MeshdProcess;
-  let app: HttpApp;
+  let mesh: HttpMesh;
   let port: number;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshd-slow-'));
-    agent = await startMeshd(['agent', '-dev', '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, 'agent')]);
-    const http = agent.fields.http as string;
-    await putConfig(http, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
-    await putConfig(http, { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Action: 'allow' }] });
-    app = await startApp('api');
-    api = await startMeshd(['connect', 'proxy', '-service', 'api', '-service-addr', `127.0.0.1:${app.port}`, '-listen', '127.0.0.1:0', '-register', '-workers', '1', '-http-addr', http]);
-    web = await startMeshd(['connect', 'proxy', '-service', 'web', '-upstream', 'api:0', '-workers', '1', '-http-addr', http]);
-    port = Number((web.fields['upstream.api'] as string).split(':')[1]);
-    for (let i = 0; i < 100; i++) {
-      const ok = await fetch(`http://127.0.0.1:${port}/ok`).then((r) => r.status === 200, () => false);
-      if (ok) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    mesh = await startHttpMesh({ Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Action: 'allow' }] });
+    port = mesh.port;
   });
 
   after(async () => {
-    await Promise.all([web?.stop(), api?.stop()]);
-    await agent?.stop();
-    await app?.close();
-    rmSync(dir, { recursive: true, force: true });
+    await mesh?.stop();
   });
 
   for (const [mode, flags] of [

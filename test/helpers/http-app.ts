@@ -1,8 +1,12 @@
 // A small HTTP app for the L7 end-to-end tests, and a config-entry writer.
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { startMeshd } from '../../src/demo/procs.ts';
 
 export interface HttpApp {
   readonly name: string;
@@ -45,4 +49,45 @@ export async function startApp(name: string, opts: { flaky?: boolean } = {}): Pr
 export async function putConfig(http: string, entry: object): Promise<void> {
   const r = await fetch(`http://${http}/v1/config`, { method: 'PUT', body: JSON.stringify(entry) });
   assert.equal(r.status, 200, await r.text());
+}
+
+export interface HttpMesh {
+  readonly http: string;
+  readonly app: HttpApp;
+  /** web's plaintext upstream listener for api. */
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * The common end-to-end topology of the HTTP tests: an agent, `api` (Protocol http) behind its
+ * sidecar in front of an HttpApp, and a `web` sidecar with an upstream listener for api; resolves
+ * once a request through both sidecars gets its 200 (the chain and `intentions` have arrived).
+ */
+export async function startHttpMesh(intentions: object, opts: { readonly apiWorkers?: number } = {}): Promise<HttpMesh> {
+  const dir = mkdtempSync(join(tmpdir(), 'meshd-http-'));
+  const agent = await startMeshd(['agent', '-dev', '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, 'agent')]);
+  const http = agent.fields.http as string;
+  await putConfig(http, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
+  await putConfig(http, intentions);
+  const app = await startApp('api');
+  const workers = String(opts.apiWorkers ?? 1);
+  const api = await startMeshd(['connect', 'proxy', '-service', 'api', '-service-addr', `127.0.0.1:${app.port}`, '-listen', '127.0.0.1:0', '-register', '-workers', workers, '-http-addr', http]);
+  const web = await startMeshd(['connect', 'proxy', '-service', 'web', '-upstream', 'api:0', '-workers', '1', '-http-addr', http]);
+  const port = Number((web.fields['upstream.api'] as string).split(':')[1]);
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`http://127.0.0.1:${port}/ok`).then((r) => r.status === 200, () => false)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    http,
+    app,
+    port,
+    stop: async () => {
+      await Promise.all([web.stop(), api.stop()]);
+      await agent.stop();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
