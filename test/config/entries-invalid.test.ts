@@ -1,9 +1,8 @@
 // One invalid entry per rule: each is a valid entry with one thing broken, and the FieldError
 // must name the field (canonical path) and say the rule (Consul's wording where it has one).
 import { test } from 'node:test';
-import assert from 'node:assert/strict';
-import { FieldError } from '../../src/control/decode.ts';
 import { decodeConfigEntry } from '../../src/config/entries.ts';
+import { rejectsEach } from './pair.ts';
 
 type Doc = Record<string, unknown>;
 
@@ -180,17 +179,4 @@ test('the valid bases decode', () => {
   for (const d of [INTENTIONS, DEFAULTS, PROVIDER]) decodeConfigEntry(d);
 });
 
-for (const [what, doc, field, message] of CASES) {
-  test(`rejects: ${what}`, () => {
-    assert.throws(
-      () => decodeConfigEntry(doc),
-      (e: unknown) => {
-        assert.ok(e instanceof FieldError, `expected a FieldError, got ${String(e)}`);
-        assert.equal(e.field, field, e.message);
-        if (typeof message === 'string') assert.equal(e.message, `${field}: ${message}`);
-        else assert.match(e.message.slice(field.length + 2), message);
-        return true;
-      },
-    );
-  });
-}
+rejectsEach(CASES);
