@@ -223,7 +223,10 @@ Listeners = [
   test('intentions decide what the gateway reaches: 403 RBAC for an http service, a closed connection for a tcp one', async () => {
     await putConfig(http, { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'ingress', Action: 'deny' }] });
     await putConfig(http, { Kind: 'service-intentions', Name: 'db', Sources: [{ Name: 'ingress', Action: 'deny' }] });
-    await until('api denied', async () => (await get(main, 'api.example.com')).status === 403);
+    // 20 s, not 8: once (1 run in 5, a full CI run on 2 cores) the deny took longer than 8 s to
+    // reach api's sidecar; not reproduced alone or three runs at a time. A sidecar whose watch
+    // failed a few times in a row backs off up to 8 s before reading again (agent-session.ts).
+    await until('api denied', async () => (await get(main, 'api.example.com')).status === 403, 20_000);
     const r = await get(main, 'api.example.com', '/denied');
     assert.equal(r.status, 403);
     assert.equal(r.body, 'RBAC: access denied\n');
