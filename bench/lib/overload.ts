@@ -1,5 +1,5 @@
 // The overload scenario, shared by `npm run overload` (bench/overload.ts, the full measurement)
-// and the short check in `npm test` (test/e2e/overload.test.ts):
+// and the short check in `npm test` (test/serial/overload.serial.ts):
 //
 //   generator ─▶ web (upstream listener, HTTP) ══mTLS══▶ api sidecar ─▶ node:http app
 //

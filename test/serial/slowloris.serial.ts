@@ -2,7 +2,8 @@
 // `npm test`'s pretest when absent) holds hundreds of connections open against the web
 // sidecar's HTTP listener, trickling a header line (slowloris) or a body byte (slow POST) at a
 // time, while another client keeps calling through the same sidecar. That client's p99 must
-// stay under one second, and nothing fails.
+// stay under one second, and nothing fails. A latency bound: it runs in `npm test`'s serial
+// phase (test/serial/), alone on the machine.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

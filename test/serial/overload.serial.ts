@@ -3,8 +3,10 @@
 // with -max-concurrent-requests 64: what it cannot serve must be answered at once (503
 // overflow) instead of queueing, so the generator never has to queue requests itself, latency
 // stops growing, memory stays bounded, and the p99 is back to the baseline soon after the load
-// drops. Bounds are generous (this runs beside other tests on 2 cores); the figures are in
-// docs/BENCHMARKS.md, "Overload".
+// drops. Bounds are generous; the figures are in docs/BENCHMARKS.md, "Overload". It runs in
+// `npm test`'s serial phase (test/serial/, alone, after the parallel suite): beside another test
+// on 2 cores the capacity measured first no longer holds during the overload (a CI run saw a
+// 3 s p99 at its end).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
