@@ -19,6 +19,7 @@
 //            generator's own ~1 ms timer granularity is not charged to the system).
 
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
 
 export type LoadKind = 'closed' | 'connect' | 'bulk' | 'open';
@@ -32,6 +33,20 @@ export interface LoadJob {
   readonly path?: string;
   /** open: requests per second over all connections. */
   readonly rate?: number;
+  /**
+   * Speak mTLS to `port` (the load is then a mesh client itself, as in bench/gateway.ts):
+   * every new connection a full handshake (no session is offered back), the server's chain
+   * checked against `ca`. Absent: plain TCP, as always.
+   */
+  readonly tls?: TlsClient;
+}
+
+export interface TlsClient {
+  /** SNI sent in the ClientHello (what a mesh gateway routes on). */
+  readonly servername: string;
+  readonly ca: readonly string[];
+  readonly cert: string;
+  readonly key: string;
 }
 
 export interface LoadResult {
@@ -170,8 +185,27 @@ class Stats {
   }
 }
 
-function connect(port: number): net.Socket {
-  return net.connect({ host: '127.0.0.1', port, noDelay: true });
+/** A new connection to the job's port; `ready` runs once requests may be written (after the handshake with `tls`). */
+function connect(job: LoadJob, ready: () => void): net.Socket {
+  if (job.tls === undefined) {
+    const s = net.connect({ host: '127.0.0.1', port: job.port, noDelay: true });
+    s.once('connect', ready);
+    return s;
+  }
+  const t = job.tls;
+  const s = tls.connect({
+    host: '127.0.0.1',
+    port: job.port,
+    servername: t.servername,
+    ca: [...t.ca],
+    cert: t.cert,
+    key: t.key,
+    // A mesh leaf names its SPIFFE ID in a URI SAN only, no DNS name to check; the chain is still verified.
+    checkServerIdentity: () => undefined,
+  });
+  s.setNoDelay(true);
+  s.once('secureConnect', ready);
+  return s;
 }
 
 const PRIME = request('/api/items', false);
@@ -180,9 +214,9 @@ const PRIME = request('/api/items', false);
  * A keep-alive connection that has carried one unmeasured request, so the measured ones do
  * not include the TCP connect or, through the sidecars, the mTLS handshake.
  */
-function primed(port: number): Promise<net.Socket> {
+function primed(job: LoadJob): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = connect(port);
+    const s = connect(job, () => s.write(PRIME));
     const reader = new ResponseReader();
     const onData = (d: Buffer): void => {
       try {
@@ -196,7 +230,6 @@ function primed(port: number): Promise<net.Socket> {
         reject(e instanceof Error ? e : new Error(String(e)));
       }
     };
-    s.on('connect', () => s.write(PRIME));
     s.on('data', onData);
     s.once('error', reject);
     s.once('close', () => reject(new Error('closed during the priming request')));
@@ -269,14 +302,13 @@ async function connectLoop(job: LoadJob, until: number, st: Stats): Promise<void
   while (performance.now() < until) {
     await new Promise<void>((resolve) => {
       const start = performance.now();
-      const s = connect(job.port);
+      const s = connect(job, () => s.write(req));
       const reader = new ResponseReader();
       let answered = false;
       const end = (): void => {
         s.destroy();
         resolve();
       };
-      s.on('connect', () => s.write(req));
       onAnswers(s, reader, st, {
         startedAt: () => start,
         next: () => {
@@ -359,7 +391,7 @@ export async function runJob(job: LoadJob): Promise<LoadResult> {
   if (job.kind !== 'connect') {
     sockets = await Promise.all(
       Array.from({ length: job.connections }, () =>
-        primed(job.port).catch((e: unknown) => {
+        primed(job).catch((e: unknown) => {
           st.error((e as Error).message);
           return null;
         }),

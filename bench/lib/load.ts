@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { LoadJob, LoadResult } from './load-worker.ts';
 
-export type { LoadJob, LoadKind, LoadResult } from './load-worker.ts';
+export type { LoadJob, LoadKind, LoadResult, TlsClient } from './load-worker.ts';
 
 export const GENERATOR = 'meshd-bench raw-socket HTTP/1.1 generator (one worker thread; closed loop, connection-per-request, bulk, and open loop with coordinated-omission correction)';
 
@@ -26,9 +26,23 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
 
 /** CPU time (user + system) of a process so far, in ms; every thread counted. */
 export function cpuMs(pid: number): number {
-  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // USER_HZ is 100 on Linux
+  const t = procStatCpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  return ((t.utime + t.stime) * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/**
+ * utime and stime (fields 14 and 15, clock ticks) of a /proc/<pid>/stat line. The command
+ * name (field 2) is in parentheses and may itself hold spaces and parentheses, so fields are
+ * counted from the last ')'.
+ */
+export function procStatCpuTicks(stat: string): { utime: number; stime: number } {
+  const close = stat.lastIndexOf(')');
+  if (close < 0) throw new Error('not a /proc/<pid>/stat line: no ")" after the command name');
+  const f = stat.slice(close + 2).split(' ');
+  const utime = Number(f[11]);
+  const stime = Number(f[12]);
+  if (!Number.isInteger(utime) || !Number.isInteger(stime) || f[12] === undefined) throw new Error('not a /proc/<pid>/stat line: utime/stime are not integers');
+  return { utime, stime };
 }
 
 /** Peak resident set size (VmHWM) of a process, in MB. */

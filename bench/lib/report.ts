@@ -35,13 +35,13 @@ export interface ScenarioReport {
 
 const fmt = (n: number | undefined, digits = 0): string => (n === undefined || !Number.isFinite(n) ? '-' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }));
 
-interface Column {
+export interface Column<R = Row> {
   readonly head: string;
-  readonly cell: (r: Row) => string;
+  readonly cell: (r: R) => string;
   readonly left?: boolean;
 }
 
-function table(cols: readonly Column[], rows: readonly Row[]): string[] {
+export function table<R = Row>(cols: readonly Column<R>[], rows: readonly R[]): string[] {
   const cells = rows.map((r) => cols.map((c) => c.cell(r)));
   const widths = cols.map((c, i) => Math.max(c.head.length, ...cells.map((row) => (row[i] as string).length)));
   const line = (vals: readonly string[]): string => vals.map((v, i) => (cols[i]?.left === true ? v.padEnd(widths[i] as number) : v.padStart(widths[i] as number))).join('  ');

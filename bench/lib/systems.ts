@@ -193,6 +193,23 @@ export async function haproxyClient(dir: string, pem: Pems, mode: 'tcp' | 'http'
   return { port, proc };
 }
 
+/**
+ * HAProxy as an SNI router, the job of a mesh gateway: `mode tcp`, the ClientHello inspected
+ * (not terminated) and the connection passed on by its server name. No certificate.
+ */
+export function haproxySniConfig(o: { readonly port: number; readonly threads: number; readonly sni: string; readonly target: { readonly host: string; readonly port: number } }): string {
+  return (
+    `${haproxyCommon('tcp', o.threads)}frontend gw\n  bind 127.0.0.1:${o.port}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n` +
+    `  use_backend api if { req.ssl_sni -i ${o.sni} }\nbackend api\n  server api ${o.target.host}:${o.target.port}\n`
+  );
+}
+
+export async function haproxySniRouter(dir: string, threads: number, sni: string, target: { readonly host: string; readonly port: number }): Promise<{ port: number; proc: Proc }> {
+  const port = await freePort();
+  const proc = await startHaproxy(haproxySniConfig({ port, threads, sni, target }), dir, port);
+  return { port, proc };
+}
+
 function meshdProc(p: MeshdProcess): Proc {
   return {
     pid: p.child.pid as number,
