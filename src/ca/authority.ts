@@ -15,9 +15,9 @@
 
 import 'reflect-metadata'; // must precede @peculiar/x509 (tsyringe needs the polyfill)
 import * as x509 from '@peculiar/x509';
-import { createPrivateKey, createPublicKey, randomInt, webcrypto } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey, randomInt, webcrypto } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { sequence, time, unsignedInteger } from './asn1.ts';
+import { extension as asn1Extension, oid as asn1Oid, sequence, time, unsignedInteger } from './asn1.ts';
 import { colonHex, hex, keyId, pemDecode, pemEncode, randomSerial, sha1Fingerprint } from './certs.ts';
 import { readCertIdentity } from './der.ts';
 import { CaError } from './errors.ts';
@@ -40,6 +40,7 @@ import {
   signatureAlgorithmFor,
   signingKeyIdOf,
   subjectKeyIdExtension,
+  uriSanExtension,
 } from './x509.ts';
 import type { ParsedCertificate } from './x509.ts';
 
@@ -412,4 +413,160 @@ export async function createLeafCsr(serviceUri: string): Promise<{ csrPem: strin
 export async function signLeafCsr(req: SignLeafRequest): Promise<IssuedCert> {
   await Promise.resolve(); // every failure a rejection, never a synchronous throw
   return signLeafFast(req);
+}
+
+// ---------------------------------------------------------------------------------------
+// Intermediates (federation: a secondary datacenter signs with one, §1.6).
+
+/** Intermediates are back-dated like leaves and cross-signs: NotBefore = now − 1 min. */
+export const INTERMEDIATE_BACKDATE_MS = 60_000;
+
+/**
+ * A refused intermediate: a CSR the primary will not sign, or a certificate the secondary
+ * will not use. Separate from CaError (whose codes describe roots) so the API can answer a
+ * bad CSR with a 400 and a failed check with a clear log line.
+ */
+export class IntermediateError extends Error {
+  override readonly name = 'IntermediateError';
+  readonly code: 'INTERMEDIATE_CSR_INVALID' | 'INTERMEDIATE_NOT_ISSUED';
+  constructor(code: IntermediateError['code'], message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const OID_EL_BASIC_CONSTRAINTS = asn1Oid('2.5.29.19');
+const OID_EL_KEY_USAGE = asn1Oid('2.5.29.15');
+
+/** Critical BasicConstraints CA:TRUE, pathLenConstraint 0: an intermediate signs leaves only. */
+const INTERMEDIATE_BASIC_CONSTRAINTS = asn1Extension(OID_EL_BASIC_CONSTRAINTS, true, sequence(Uint8Array.of(0x01, 0x01, 0xff), Uint8Array.of(0x02, 0x01, 0x00)));
+/** Critical KeyUsage digitalSignature (bit 0) | keyCertSign (5) | cRLSign (6): 0x86, one unused bit. */
+const INTERMEDIATE_KEY_USAGE = asn1Extension(OID_EL_KEY_USAGE, true, Uint8Array.of(0x03, 0x02, 0x01, 0x86));
+
+/**
+ * Secondary side: generates the intermediate's key (the primary's PrivateKeyType/Bits) and
+ * a CA CSR for it: subject CN `sec-<uid8>.consul.ca.<td8>.consul`, one URI SAN
+ * `spiffe://<td>`, BasicConstraints CA:TRUE pathlen 0 requested. The key stays with the
+ * caller (it never leaves the secondary's agent).
+ */
+export async function createIntermediateCsr(opts: { trustDomain: string; privateKeyType?: CaKeyType; privateKeyBits?: number }): Promise<{ csrPem: string; keyPem: string }> {
+  const uri = signingSpiffeId(opts.trustDomain);
+  const { type, bits } = generatedKeyParams(opts.privateKeyType, opts.privateKeyBits);
+  const algs = webCryptoCaAlgorithms(type, bits);
+  const keyParams: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams =
+    type === 'rsa'
+      ? { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }
+      : (algs.key as webcrypto.EcKeyGenParams);
+  const keys = await subtle.generateKey(keyParams, true, ['sign', 'verify']);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${rootCommonName(opts.trustDomain).replace(/^pri-/, 'sec-')}`,
+    keys,
+    signingAlgorithm: algs.signing,
+    extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }])],
+  });
+  const pkcs8 = new Uint8Array(await subtle.exportKey('pkcs8', keys.privateKey));
+  return { csrPem: pemEncode('CERTIFICATE REQUEST', new Uint8Array(csr.rawData)), keyPem: pemEncode('PRIVATE KEY', pkcs8) };
+}
+
+/**
+ * Primary side (Consul's ConnectCA.SignIntermediate, §1.6, §1.11): signs a secondary's CA
+ * CSR with the active root. Checks, each a CaError naming the rule: the CSR parses and its
+ * self-signature verifies; its key is one meshd signs with; URI SANs, when present, are
+ * exactly one, our signing ID `spiffe://<td>` (each IntermediateError
+ * INTERMEDIATE_CSR_INVALID); the root has not expired (CaError CA_ROOT_EXPIRED).
+ *
+ * The certificate: the CSR's subject and key; issuer = the root's subject, byte for byte;
+ * critical BasicConstraints CA:TRUE pathlen 0; critical KeyUsage
+ * digitalSignature|keyCertSign|cRLSign; URI SAN `spiffe://<td>`; SKI = KeyId(CSR key);
+ * AKI = the root's SKI; NotBefore = now − 1 min; NotAfter = NotBefore + ttl, capped at the
+ * root's NotAfter (an intermediate outliving its root would be a chain that stops
+ * verifying before its own end); random serial.
+ */
+export async function signIntermediateCsr(opts: { csrPem: string; root: RootMaterial; trustDomain: string; now: Date; ttlMs: number }): Promise<string> {
+  const nowMs = wholeSeconds(opts.now, 'now');
+  const ttlMs = checkTtl(opts.ttlMs, 'ttlMs');
+  const invalid = (why: string): never => {
+    throw new IntermediateError('INTERMEDIATE_CSR_INVALID', `intermediate CSR refused: ${why}`);
+  };
+  if (nowMs > opts.root.notAfter.getTime()) throw new CaError('CA_ROOT_EXPIRED', `root ${opts.root.id} expired at ${opts.root.notAfter.toISOString()}`);
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(opts.csrPem);
+  } catch (err) {
+    return invalid(`not a PEM PKCS#10 request: ${String(err)}`);
+  }
+  let verified = false;
+  try {
+    verified = await csr.verify();
+  } catch {
+    verified = false;
+  }
+  if (!verified) invalid('its signature does not verify against its public key');
+  const spki = new Uint8Array(csr.publicKey.rawData);
+  let kind: { type: CaKeyType; bits: number } | null = null;
+  try {
+    kind = describeCaKey(createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }));
+  } catch {
+    kind = null;
+  }
+  if (kind === null) invalid(`its public key is not one meshd signs with (${SUPPORTED_CA_KEYS})`);
+  const want = signingSpiffeId(opts.trustDomain);
+  const sanExt = csr.getExtension('2.5.29.17');
+  const san = sanExt === null ? null : new x509.SubjectAlternativeNameExtension(sanExt.rawData);
+  const uris = (san?.names.items ?? []).filter((n) => n.type === 'url').map((n) => n.value);
+  if (uris.length > 1 || (uris.length === 1 && uris[0] !== want)) invalid(`URI SANs must be exactly ${want} (this cluster's signing ID), found ${JSON.stringify(uris)}`);
+
+  let rootCert: ParsedCertificate;
+  let rootKey: KeyObject;
+  try {
+    rootCert = parseCertificate(pemDecode(opts.root.certPem, 'CERTIFICATE'));
+    rootKey = createPrivateKey(opts.root.keyPem);
+  } catch (err) {
+    throw new CaError('CA_ROOT_MALFORMED', `root ${opts.root.id} could not be parsed for signing: ${String(err)}`);
+  }
+  const rootKind = describeCaKey(rootKey);
+  if (rootKind === null) throw new CaError('CA_ROOT_UNSUPPORTED_KEY', `root ${opts.root.id} has a key meshd cannot sign with`);
+  const notBefore = nowMs - INTERMEDIATE_BACKDATE_MS;
+  const notAfter = Math.min(floorToSecond(notBefore + ttlMs), opts.root.notAfter.getTime());
+  const tbs = sequence(
+    VERSION_V3,
+    unsignedInteger(randomSerial()),
+    signatureAlgorithmFor(rootKind.type),
+    rootCert.subject,
+    sequence(time(notBefore), time(notAfter)),
+    new Uint8Array(csr.subjectName.toArrayBuffer()),
+    spki,
+    extensionsField(
+      INTERMEDIATE_BASIC_CONSTRAINTS,
+      INTERMEDIATE_KEY_USAGE,
+      uriSanExtension(want, false),
+      subjectKeyIdExtension(keyId(spki)),
+      authorityKeyIdExtension(signingKeyIdOf(rootCert)),
+    ),
+  );
+  return pemEncode('CERTIFICATE', signCertificate(tbs, rootKey, rootKind.type));
+}
+
+/**
+ * Secondary side: checks the certificate the primary returned before it is used (Consul
+ * does the same): it loads with our key as a signing CA (CA:TRUE, keyCertSign, one URI SAN
+ * `spiffe://<td>`, key matches), its trust domain is the primary's, and it was issued by
+ * `root` (issuer name and signature). Returns it as signing material (RootMaterial: what
+ * the signing pool signs leaves with).
+ */
+export function checkIntermediate(opts: { certPem: string; keyPem: string; root: { certPem: string; id: string }; trustDomain: string }): RootMaterial {
+  const material = inspectRoot(opts.certPem, opts.keyPem, { cert: 'intermediate certificate', key: 'intermediate private key' }).material;
+  if (material.trustDomain !== opts.trustDomain.toLowerCase()) {
+    throw new CaError('CA_ROOT_WRONG_TRUST_DOMAIN', `intermediate certificate is for trust domain ${material.trustDomain}, the primary's is ${opts.trustDomain}`);
+  }
+  let issued = false;
+  try {
+    const cert = new X509Certificate(opts.certPem);
+    const root = new X509Certificate(opts.root.certPem);
+    issued = cert.checkIssued(root) && cert.verify(root.publicKey);
+  } catch {
+    issued = false;
+  }
+  if (!issued) throw new IntermediateError('INTERMEDIATE_NOT_ISSUED', `intermediate certificate was not issued by the primary's root ${opts.root.id}`);
+  return material;
 }

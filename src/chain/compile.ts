@@ -3,8 +3,14 @@
 // (b) the data plane's form (./types.ts). A pure function: no clock, no I/O; it runs on the
 // control thread whenever an entry changes, never per request.
 //
-// It follows Consul's compiler (agent/consul/discoverychain/compile.go) in one datacenter,
-// namespace "default", partition "default":
+// It follows Consul's compiler (agent/consul/discoverychain/compile.go), namespace "default",
+// partition "default", across federated datacenters:
+// - Datacenters: the chain is evaluated in the upstream's datacenter (`-upstream NAME@DC`,
+//   an upstream's Datacenter; Consul's EvaluateInDatacenter), the local one by default; a
+//   resolver's Redirect.Datacenter, Failover.Datacenters and Failover.Targets[].Datacenter
+//   move a target to another one. Each target carries its SNI
+//   (`[<subset>.]<service>.default.<dc>.internal.<trust-domain>`) and, for another
+//   datacenter, how to get there: its mesh-gateway mode (meshGatewayModeFor).
 // - Protocol: the service's service-defaults Protocol, else tcp (meshd has no proxy-defaults).
 //   Every service the chain reaches must have the same protocol (else an error, as in Consul).
 //   An override (the downstream's UpstreamConfig Protocol, or opts.overrideProtocol) replaces
@@ -28,8 +34,7 @@
 //   ConnectTimeout defaults to 5 s (an override replaces it everywhere).
 // - Failover (the target's subset's entry, else "*"): Service/ServiceSubset, Datacenters or
 //   Targets, each rewritten from the primary target and resolved (redirects, default
-//   subsets); the primary itself and repeats are dropped, so no target appears twice. Only
-//   the local datacenter exists: a redirect or failover to another one is an error.
+//   subsets); the primary itself and repeats are dropped, so no target appears twice.
 // - Limits and passive health checks come from the downstream's service-defaults
 //   UpstreamConfig (Defaults, with the Override naming this upstream laid over them), with
 //   Envoy's defaults where unset.
@@ -38,11 +43,13 @@ import { createHash } from 'node:crypto';
 import { FieldError, type JsonObject } from '../control/decode.ts';
 import type { ConfigEntry, ServiceDefaultsEntry, ServiceResolverEntry, ServiceRouterEntry, ServiceSplitterEntry } from '../config/entries.ts';
 import { resolveUpstreamConfig } from '../config/service-defaults.ts';
-import { checkResolverDatacenters, encodeResolverLoadBalancer, type ResolverLoadBalancer } from '../config/service-resolver.ts';
+import { encodeResolverLoadBalancer, type ResolverLoadBalancer } from '../config/service-resolver.ts';
+import type { ProxyDefaultsEntry } from '../config/proxy-defaults.ts';
 import { encodeServiceRoute, formatDuration, type ServiceRoute } from '../config/service-router.ts';
 import { basisPointsToWeight, encodeServiceSplit, TOTAL_WEIGHT_BP, type ServiceSplit } from '../config/service-splitter.ts';
 import { DEFAULT_PASSIVE_HEALTH_CHECK } from './types.ts';
 import type {
+  MeshGatewayMode,
   ChainProtocol,
   ChainRoute,
   ChainSplit,
@@ -62,8 +69,12 @@ import type {
 export class ChainCompileError extends FieldError {}
 
 export type CompileOptions = {
-  /** The local (and only) datacenter. */
+  /** The local datacenter (the agent's). */
   readonly datacenter: string;
+  /** Where the chain is evaluated (Consul's EvaluateInDatacenter): the upstream's Datacenter; the local one when absent. */
+  readonly evaluateInDatacenter?: string;
+  /** The mode an upstream definition or the proxy's own config sets; '' or absent: not set. */
+  readonly overrideMeshGatewayMode?: '' | MeshGatewayMode;
   /** The service whose upstream this is: its service-defaults UpstreamConfig applies. */
   readonly downstream?: string;
   /** The CA's trust domain (`<cluster-id>.consul`): targets get SNI and Name only with it. */
@@ -226,18 +237,18 @@ class Compiler {
     }
   }
 
-  #target(service: string, subset: string): Target {
-    const id = targetId(service, subset, this.#dc);
+  #target(service: string, subset: string, datacenter = this.#dc): Target {
+    const id = targetId(service, subset, datacenter);
     let t = this.targets.get(id);
     if (t === undefined) {
-      t = { id, service, subset, datacenter: this.#dc, resolver: null, connectTimeoutMs: 0 };
+      t = { id, service, subset, datacenter, resolver: null, connectTimeoutMs: 0 };
       this.targets.set(id, t);
     }
     return t;
   }
 
-  /** Consul's rewriteTarget: a new service resets the subset; the datacenter is always ours. */
-  #rewrite(t: Target, opts: { service: string; serviceSubset: string }): Target {
+  /** Consul's rewriteTarget: a new service resets the subset; a datacenter, when given, replaces the target's. */
+  #rewrite(t: Target, opts: { service: string; serviceSubset: string; datacenter?: string }): Target {
     let service = t.service;
     let subset = t.subset;
     if (opts.service !== '' && opts.service !== service) {
@@ -245,7 +256,7 @@ class Compiler {
       subset = '';
     }
     if (opts.serviceSubset !== '') subset = opts.serviceSubset;
-    return this.#target(service, subset);
+    return this.#target(service, subset, opts.datacenter === undefined || opts.datacenter === '' ? t.datacenter : opts.datacenter);
   }
 
   #record(n: Node): void {
@@ -255,16 +266,7 @@ class Compiler {
   }
 
   #resolverFor(service: string): ServiceResolverEntry | null {
-    const r = this.#resolvers.get(service) ?? null;
-    if (r !== null) {
-      try {
-        checkResolverDatacenters(r, this.#dc);
-      } catch (err) {
-        if (err instanceof FieldError) throw new ChainCompileError(`service-resolver/${r.name}.${err.field}`, err.message.slice(err.field.length + 2));
-        throw err;
-      }
-    }
-    return r;
+    return this.#resolvers.get(service) ?? null;
   }
 
   compile(overrideProtocol: string): void {
@@ -393,8 +395,8 @@ class Compiler {
     const via = `service-resolver/${resolver.name}.Failover.${key}`;
     const candidates: { t: Target; via: string }[] = [];
     if (f.datacenters.length > 0) {
-      // Every datacenter is the local one here (checkResolverDatacenters).
-      f.datacenters.forEach((_, i) => candidates.push({ t: this.#rewrite(target, f), via: `${via}.Datacenters[${i}]` }));
+      // The same service (or Service/ServiceSubset) in each datacenter, in order.
+      f.datacenters.forEach((dc, i) => candidates.push({ t: this.#rewrite(target, { service: f.service, serviceSubset: f.serviceSubset, datacenter: dc }), via: `${via}.Datacenters[${i}]` }));
     } else if (f.targets.length > 0) {
       f.targets.forEach((t, i) => candidates.push({ t: this.#rewrite(target, t), via: `${via}.Targets[${i}]` }));
     } else {
@@ -484,6 +486,20 @@ class Compiler {
 // ---------------------------------------------------------------------------------------
 // Output
 
+/**
+ * The mesh-gateway mode of a target ('' = none set, which means none): what the upstream
+ * definition or the proxy's own config set, else the downstream's service-defaults, else the
+ * target service's service-defaults, else proxy-defaults. (Consul folds the first three into the
+ * compile's override and lets proxy-defaults fill an unset one; it only matters for targets in
+ * another datacenter, where the proxy dials the destination directly (none), a mesh gateway of
+ * its own datacenter (local) or one of the destination's (remote).)
+ */
+export function meshGatewayModeFor(override: '' | MeshGatewayMode, target: ServiceDefaultsEntry | null, proxyDefaults: ProxyDefaultsEntry | null): '' | MeshGatewayMode {
+  if (override !== '') return override;
+  if (target !== null && target.meshGatewayMode !== '') return target.meshGatewayMode;
+  return proxyDefaults?.meshGatewayMode ?? '';
+}
+
 function sni(t: Target, trustDomain: string): string {
   return `${t.subset === '' ? '' : `${t.subset}.`}${t.service}.${NAMESPACE}.${t.datacenter}.internal.${trustDomain}`;
 }
@@ -564,7 +580,9 @@ export function compileChain(entries: readonly ConfigEntry[], service: string, o
   const overrideProtocol = opts.overrideProtocol ?? upstreamCfg?.protocol ?? '';
   const overrideConnectTimeoutMs = opts.overrideConnectTimeoutMs ?? upstreamCfg?.connectTimeoutMs ?? 0;
 
-  const c = new Compiler(entries, service, opts.datacenter, overrideConnectTimeoutMs);
+  const c = new Compiler(entries, service, opts.evaluateInDatacenter || opts.datacenter, overrideConnectTimeoutMs);
+  const proxyDefaults = entries.findLast((e): e is ProxyDefaultsEntry => e.kind === 'proxy-defaults') ?? null;
+  const meshGatewayOverride = opts.overrideMeshGatewayMode || downstreamDefaults?.meshGatewayMode || '';
   c.compile(overrideProtocol);
   const customized = { protocol: overrideProtocol !== '' && overrideProtocol !== c.protocol, connectTimeout: overrideConnectTimeoutMs > 0 };
   const protocol = (overrideProtocol !== '' ? overrideProtocol : c.protocol) as ChainProtocol;
@@ -578,10 +596,16 @@ export function compileChain(entries: readonly ConfigEntry[], service: string, o
   for (const id of targetIds) {
     const t = c.targets.get(id) as Target;
     const subset = t.subset === '' ? null : (t.resolver?.subsets[t.subset] ?? null);
+    const sd = c.defaultsOf(t.service);
+    const external = sd !== null && sd.externalSni !== '';
+    const mode = meshGatewayModeFor(meshGatewayOverride, sd, proxyDefaults);
     dpTargets[id] = {
       id,
       service: t.service,
       subset: t.subset,
+      datacenter: t.datacenter,
+      sni: external ? sd.externalSni : opts.trustDomain === undefined ? '' : sni(t, opts.trustDomain),
+      meshGatewayMode: mode === '' ? 'none' : mode,
       filter: subset?.filter ?? '',
       onlyPassing: subset?.onlyPassing ?? false,
       connectTimeoutMs: t.connectTimeoutMs,
@@ -589,14 +613,12 @@ export function compileChain(entries: readonly ConfigEntry[], service: string, o
       loadBalancer: loadBalancerSpec(t.resolver?.loadBalancer ?? null),
       failover: [...(failoverOf.get(id) ?? [])],
     };
-    const sd = c.defaultsOf(t.service);
-    const external = sd !== null && sd.externalSni !== '';
     const o: JsonObject = { ID: id, Service: t.service };
     if (t.subset !== '') o.ServiceSubset = t.subset;
     o.Namespace = NAMESPACE;
     o.Partition = PARTITION;
     o.Datacenter = t.datacenter;
-    o.MeshGateway = !external && sd !== null && sd.meshGatewayMode !== '' ? { Mode: sd.meshGatewayMode } : {};
+    o.MeshGateway = !external && mode !== '' ? { Mode: mode } : {};
     const subsetJson: JsonObject = {};
     if (subset !== null && subset.filter !== '') subsetJson.Filter = subset.filter;
     if (subset?.onlyPassing === true) subsetJson.OnlyPassing = true;

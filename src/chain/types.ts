@@ -4,6 +4,9 @@
 // chain that `GET /v1/discovery-chain/:service` returns is a view of the same compilation
 // (src/chain/compile.ts).
 
+/** Consul's MeshGateway.Mode: dial the destination directly, through a local mesh gateway, or through one of the destination's datacenter. */
+export type MeshGatewayMode = 'none' | 'local' | 'remote';
+
 export type ChainProtocol = 'tcp' | 'http' | 'http2' | 'grpc';
 
 export type LoadBalancerPolicy = 'round_robin' | 'random' | 'least_request' | 'ring_hash' | 'maglev';
@@ -57,6 +60,12 @@ export interface ChainTarget {
   readonly loadBalancer: LoadBalancerSpec;
   /** Target IDs tried in order when this target has no healthy instance. */
   readonly failover: readonly string[];
+  /** The datacenter its instances are in. */
+  readonly datacenter: string;
+  /** The TLS SNI a connection to it sends (`[<subset>.]<service>.default.<dc>.internal.<td>`); '' without a trust domain. */
+  readonly sni: string;
+  /** How a connection reaches another datacenter (ignored for the local one). */
+  readonly meshGatewayMode: MeshGatewayMode;
 }
 
 export interface RouteHeaderMatch {

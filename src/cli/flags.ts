@@ -126,12 +126,28 @@ export function parseHttpAddr(value: string): URL {
   return url;
 }
 
-export function parseUpstream(value: string): { name: string; host: string; port: number } {
-  // NAME[.service]:[HOST:]PORT, as Consul's -upstream.
-  const m = /^([A-Za-z0-9][A-Za-z0-9._-]*?)(?:\.(service|query))?:(?:(.+):)?(\d{1,5})$/.exec(value);
-  if (m === null || Number(m[4]) > 65535) throw new UsageError(`-upstream must be NAME:PORT or NAME:HOST:PORT, got ${JSON.stringify(value)}`);
+export interface ParsedUpstream {
+  /** The upstream's key: NAME, or NAME@DC for one in another datacenter. */
+  name: string;
+  host: string;
+  port: number;
+  /** Only with @DC: the destination service and its datacenter. */
+  service?: string;
+  datacenter?: string;
+}
+
+export function parseUpstream(value: string): ParsedUpstream {
+  // NAME[.service][@DC]:[HOST:]PORT: Consul's -upstream, plus meshd's @DC for a service in
+  // another (federated) datacenter.
+  const m = /^([A-Za-z0-9][A-Za-z0-9._-]*?)(?:\.(service|query))?(?:@([^:@]*))?:(?:(.+):)?(\d{1,5})$/.exec(value);
+  if (m === null || Number(m[5]) > 65535) throw new UsageError(`-upstream must be NAME[@DC]:PORT or NAME[@DC]:HOST:PORT, got ${JSON.stringify(value)}`);
   if (m[2] === 'query') throw new UsageError('-upstream: prepared queries are not supported; use a service name');
-  return { name: m[1] as string, host: m[3] ?? '127.0.0.1', port: Number(m[4]) };
+  const name = m[1] as string;
+  const out: ParsedUpstream = { name, host: m[4] ?? '127.0.0.1', port: Number(m[5]) };
+  const dc = m[3];
+  if (dc === undefined) return out;
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(dc)) throw new UsageError(`-upstream ${JSON.stringify(value)}: ${JSON.stringify(dc)} is not a datacenter name (lower-case letters, digits, "-" or "_")`);
+  return { ...out, name: `${name}@${dc}`, service: name, datacenter: dc };
 }
 
 export function parseWorkers(value: string | undefined): number {

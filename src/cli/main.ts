@@ -14,6 +14,7 @@ import { HTTP_API_FLAGS as HTTP_ADDR, TokenFileError, apiClient, apiToken } from
 import { DATA_PLANE_SERVE_FLAGS, describeReload, parseDataPlaneServeFlags, serveSignals } from './serve.ts';
 import { VERSION } from '../version.ts';
 import type { ProxyLimits } from '../dataplane/limits.ts';
+import type { UpstreamSpec } from '../workers/messages.ts';
 
 const TOP_USAGE = `Usage: meshd <command> [args]
 
@@ -67,7 +68,39 @@ const AGENT_FLAGS: FlagSpecs = {
   'default-intention-policy': { kind: 'string', help: 'Decision when no intention matches: allow or deny', placeholder: 'POLICY', default: 'deny' },
   'initial-management-token': { kind: 'string', help: 'Management token: may do everything, including creating service tokens (default: bootstrapped into DIR/acl-management-token)', placeholder: 'TOKEN', env: 'MESHD_INITIAL_MANAGEMENT_TOKEN' },
   'token-file': { kind: 'string', help: 'File holding the management token (instead of the one bootstrapped into DIR/acl-management-token)', placeholder: 'FILE' },
+  'primary-datacenter': { kind: 'string', help: 'The datacenter that owns the CA root and the config entries (default: this -datacenter, i.e. this agent is the primary)', placeholder: 'NAME' },
+  'join-wan': { kind: 'string', help: "A secondary's way to the primary: the primary agent's HTTP API (required when -primary-datacenter is another datacenter)", placeholder: 'HOST:PORT' },
+  'replication-token-file': { kind: 'string', help: "File holding the token a secondary presents to the primary (Consul's acl.tokens.replication; not needed when the primary runs -dev)", placeholder: 'FILE' },
 };
+
+/**
+ * Federation flags: -primary-datacenter (default: -datacenter, this agent is the primary),
+ * -join-wan (a secondary's only way to the primary; refused on a primary, where nobody
+ * would use it) and -replication-token-file (the secondary's token at the primary).
+ */
+async function federationFlags(f: ParsedFlags, datacenter: string): Promise<{ primaryDatacenter: string; joinWan?: string; replicationToken: string | null }> {
+  const primary = f.strings.get('primary-datacenter') ?? datacenter;
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(primary)) throw new UsageError('-primary-datacenter must be lower-case letters, digits, "-" or "_"');
+  const join = f.strings.get('join-wan');
+  const tokenFile = f.strings.get('replication-token-file');
+  if (primary === datacenter) {
+    if (join !== undefined) throw new UsageError(`-join-wan is for a secondary datacenter; this agent is the primary (-datacenter ${datacenter}${f.strings.has('primary-datacenter') ? '' : ', and -primary-datacenter defaults to it'}): give -primary-datacenter NAME of the primary to join it`);
+    if (tokenFile !== undefined) throw new UsageError('-replication-token-file is for a secondary datacenter (with -primary-datacenter and -join-wan); the primary has nothing to replicate from');
+    return { primaryDatacenter: primary, replicationToken: null };
+  }
+  if (join === undefined) throw new UsageError(`-join-wan HOST:PORT is required: this agent is a secondary (-datacenter ${datacenter}, -primary-datacenter ${primary}) and reaches the primary through its agent's HTTP API`);
+  const hp = parseHostPort(join, 'join-wan');
+  let replicationToken: string | null = null;
+  if (tokenFile !== undefined) {
+    const { readTokenFile } = await import('../control/acl.ts');
+    try {
+      replicationToken = readTokenFile(tokenFile);
+    } catch (e) {
+      throw new AgentSetupError(`cannot read -replication-token-file ${tokenFile}: ${(e as Error).message}`);
+    }
+  }
+  return { primaryDatacenter: primary, joinWan: hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`, replicationToken };
+}
 
 /**
  * The agent's management token. -dev: only one given by flag (the API is open anyway).
@@ -128,6 +161,14 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
   const datacenter = f.strings.get('datacenter') ?? 'dc1';
   if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(datacenter)) throw new UsageError('-datacenter must be lower-case letters, digits, "-" or "_"');
   const addr = parseHostPort(f.strings.get('http-addr') ?? '', 'http-addr');
+  let federation: Awaited<ReturnType<typeof federationFlags>>;
+  try {
+    federation = await federationFlags(f, datacenter);
+  } catch (e) {
+    if (!(e instanceof AgentSetupError)) throw e;
+    err(`meshd agent: ${e.message}`);
+    return 1;
+  }
   let tempDir: string | null = null;
   if (dataDir === null) {
     tempDir = mkdtempSync(join(tmpdir(), 'meshd-dev-'));
@@ -159,6 +200,9 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
       managementToken: management.token,
       ...(management.reload === undefined ? {} : { reloadManagementToken: management.reload }),
       ...(node === undefined ? {} : { nodeName: node }),
+      primaryDatacenter: federation.primaryDatacenter,
+      ...(federation.joinWan === undefined ? {} : { joinWan: federation.joinWan }),
+      replicationToken: federation.replicationToken,
     });
     await agent.start();
   } catch (e) {
@@ -181,7 +225,11 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
   if (!isLoopbackHost(addr.host)) {
     logLine(`[WARN] agent: the HTTP API listens on ${where}, reachable from other hosts over plain HTTP${dev ? ' and open to all of them (-dev)' : ': tokens cross the network in clear text'}; the default is 127.0.0.1`);
   }
-  out(`meshd agent ready: http=${a.address}:${a.port} datacenter=${datacenter} trust-domain=${agent.trustDomain} data-dir=${dataDir} acl=${dev ? 'disabled' : 'enabled'}`);
+  if (federation.joinWan !== undefined) {
+    logLine(`[INFO] agent: secondary datacenter ${datacenter}: replicating the CA, config entries and federation states from the primary ${federation.primaryDatacenter} at ${federation.joinWan}${federation.replicationToken === null ? ' (no -replication-token-file: works only if the primary runs -dev)' : ''}`);
+  }
+  // A secondary that has not reached its primary yet does not know the trust domain.
+  out(`meshd agent ready: http=${a.address}:${a.port} datacenter=${datacenter} primary-datacenter=${federation.primaryDatacenter} trust-domain=${agent.trustDomain || 'pending'} data-dir=${dataDir} acl=${dev ? 'disabled' : 'enabled'}`);
   const ready = agent;
   signals.onReload(() => {
     ready.reload().then(
@@ -232,6 +280,12 @@ const PROXY_FLAGS: FlagSpecs = {
   'http-idle-timeout': { kind: 'string', help: 'Close an HTTP connection (public or upstream listener) after this long without a request', placeholder: 'DURATION', default: '120s' },
   'tcp-idle-timeout': { kind: 'string', help: 'Close a tcp (L4) connection after this long without a byte either way; 0 for never', placeholder: 'DURATION', default: '1h' },
   'upstream-idle-timeout': { kind: 'string', help: "Close pooled connections to upstream sidecars and to the local app after this long unused (keep it below the peers' -http-idle-timeout)", placeholder: 'DURATION', default: '60s' },
+  'max-event-loop-delay': {
+    kind: 'string',
+    help: "Shed load when a worker's event loop runs this late (p90 over 100 ms): new HTTP requests get 503 (flag overflow) and new connections are closed at accept (overload) until it is back under half of it; 0 never sheds",
+    placeholder: 'DURATION',
+    default: '0',
+  },
   ...DATA_PLANE_SERVE_FLAGS,
   'sidecar-for': {
     kind: 'string',
@@ -265,7 +319,8 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
   let service: string;
   let serviceAddr: { host: string; port: number } | null;
   let listen: { host: string; port: number } | null;
-  let upstreams: { name: string; host: string; port: number }[];
+  let upstreams: UpstreamSpec[];
+  let meshGatewayMode: UpstreamSpec['meshGatewayMode'];
   let register: boolean;
   let registerId: string | undefined;
   let tags: string[];
@@ -287,6 +342,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
       throw e;
     }
     ({ service, serviceAddr, listen, upstreams, tags } = plan);
+    meshGatewayMode = plan.meshGatewayMode;
     Object.assign(meta, plan.meta);
     register = false;
     logLine(`[INFO] proxy: running sidecar ${plan.proxyId} for service ID ${sidecarFor}`);
@@ -337,6 +393,7 @@ async function cmdConnect(argv: readonly string[]): Promise<number> {
     maxConcurrentHandshakes: parsePositiveInt(f.strings.get('max-concurrent-handshakes') ?? '1024', 'max-concurrent-handshakes'),
     limits: parseLimits(f),
     workerMemoryLimitMb: serve.workerMemoryLimitMb,
+    ...(meshGatewayMode === undefined ? {} : { meshGatewayMode }),
   });
   let addrs;
   try {
@@ -446,6 +503,7 @@ function parseLimits(f: ParsedFlags): Partial<ProxyLimits> {
     httpIdleTimeoutMs: ms('http-idle-timeout', false),
     tcpIdleTimeoutMs: ms('tcp-idle-timeout', true),
     upstreamIdleTimeoutMs: ms('upstream-idle-timeout', false),
+    maxEventLoopDelayMs: ms('max-event-loop-delay', true),
   };
 }
 

@@ -22,6 +22,8 @@ interface AgentUpstream {
   readonly DestinationType?: string;
   readonly LocalBindAddress?: string;
   readonly LocalBindPort?: number;
+  readonly Datacenter?: string;
+  readonly MeshGateway?: { readonly Mode?: string } | null;
 }
 
 interface AgentService {
@@ -38,6 +40,7 @@ interface AgentService {
     readonly LocalServiceAddress?: string;
     readonly LocalServicePort?: number;
     readonly Upstreams?: readonly AgentUpstream[] | null;
+    readonly MeshGateway?: { readonly Mode?: string } | null;
   } | null;
 }
 
@@ -51,6 +54,8 @@ export interface SidecarPlan {
   readonly meta: Record<string, string>;
   /** The sidecar registration the plan came from. */
   readonly proxyId: string;
+  /** The registration's Proxy.MeshGateway.Mode. */
+  readonly meshGatewayMode?: 'none' | 'local' | 'remote';
 }
 
 export async function planSidecarFor(client: AgentClient, serviceId: string): Promise<SidecarPlan> {
@@ -92,7 +97,16 @@ export async function planSidecarFor(client: AgentClient, serviceId: string): Pr
     if (name === '') throw new SidecarForError(`sidecar "${sidecar.ID}": Proxy.Upstreams[${i}] has no DestinationName`);
     if ((u.DestinationType ?? 'service') !== 'service') throw new SidecarForError(`sidecar "${sidecar.ID}": upstream ${name}: only service upstreams are supported, not ${u.DestinationType ?? ''}`);
     if ((u.LocalBindPort ?? 0) < 1) throw new SidecarForError(`sidecar "${sidecar.ID}": upstream ${name} has no LocalBindPort`);
-    upstreams.push({ name, host: u.LocalBindAddress || '127.0.0.1', port: u.LocalBindPort as number });
+    const dc = u.Datacenter ?? '';
+    const mode = meshGatewayMode(u.MeshGateway?.Mode);
+    upstreams.push({
+      // An upstream in another datacenter is keyed NAME@DC, as `-upstream NAME@DC:PORT` is.
+      name: dc === '' ? name : `${name}@${dc}`,
+      host: u.LocalBindAddress || '127.0.0.1',
+      port: u.LocalBindPort as number,
+      ...(dc === '' ? {} : { service: name, datacenter: dc }),
+      ...(mode === undefined ? {} : { meshGatewayMode: mode }),
+    });
   }
   return {
     service: svc.Service,
@@ -102,5 +116,11 @@ export async function planSidecarFor(client: AgentClient, serviceId: string): Pr
     tags: [...(svc.Tags ?? [])],
     meta: { ...(svc.Meta ?? {}) },
     proxyId: sidecar.ID,
+    ...(meshGatewayMode(proxy.MeshGateway?.Mode) === undefined ? {} : { meshGatewayMode: meshGatewayMode(proxy.MeshGateway?.Mode) }),
   };
+}
+
+/** A registered MeshGateway.Mode (the agent validated it); '' or absent: not set. */
+function meshGatewayMode(mode: string | undefined): 'none' | 'local' | 'remote' | undefined {
+  return mode === 'none' || mode === 'local' || mode === 'remote' ? mode : undefined;
 }

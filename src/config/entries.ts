@@ -4,7 +4,7 @@
 // (./service-intentions.ts), service-defaults (./service-defaults.ts), jwt-provider
 // (./jwt.ts), and the discovery-chain kinds service-router (./service-router.ts),
 // service-splitter (./service-splitter.ts) and service-resolver (./service-resolver.ts), and
-// ingress-gateway (./ingress-gateway.ts). Decode rules shared by all of them are in ./wire.ts.
+// ingress-gateway (./ingress-gateway.ts), and proxy-defaults (./proxy-defaults.ts). Decode rules shared by all of them are in ./wire.ts.
 //
 // Pure functions: no clock, no I/O (a JWKS Filename is not read here). Runs on the CLI and
 // the control thread, never per request.
@@ -20,6 +20,7 @@ import { decodeServiceRouter, encodeServiceRouterBody, type ServiceRouterEntry }
 import { decodeServiceSplitter, encodeServiceSplitterBody, type ServiceSplitterEntry } from './service-splitter.ts';
 import { decodeServiceResolver, encodeServiceResolverBody, type ServiceResolverEntry } from './service-resolver.ts';
 import { decodeIngressGateway, encodeIngressGatewayBody, type IngressGatewayEntry } from './ingress-gateway.ts';
+import { decodeProxyDefaults, encodeProxyDefaultsBody, type ProxyDefaultsEntry } from './proxy-defaults.ts';
 
 export * from './service-intentions.ts';
 export * from './service-defaults.ts';
@@ -28,13 +29,14 @@ export * from './service-router.ts';
 export * from './service-splitter.ts';
 export * from './service-resolver.ts';
 export * from './ingress-gateway.ts';
+export * from './proxy-defaults.ts';
 export type { IntentionRule } from '../control/intentions.ts';
 
-export type ConfigEntry = ServiceIntentionsEntry | ServiceDefaultsEntry | JwtProviderEntry | ServiceRouterEntry | ServiceSplitterEntry | ServiceResolverEntry | IngressGatewayEntry;
+export type ConfigEntry = ServiceIntentionsEntry | ServiceDefaultsEntry | JwtProviderEntry | ServiceRouterEntry | ServiceSplitterEntry | ServiceResolverEntry | IngressGatewayEntry | ProxyDefaultsEntry;
 export type ConfigEntryKind = ConfigEntry['kind'];
 
 export const CONFIG_ENTRY_KINDS: readonly ConfigEntryKind[] = [
-  'service-intentions', 'service-defaults', 'jwt-provider', 'service-router', 'service-splitter', 'service-resolver', 'ingress-gateway',
+  'service-intentions', 'service-defaults', 'jwt-provider', 'service-router', 'service-splitter', 'service-resolver', 'ingress-gateway', 'proxy-defaults',
 ];
 
 /**
@@ -96,6 +98,8 @@ export function decodeConfigEntry(raw: unknown): ConfigEntry {
       return decodeServiceResolver(raw);
     case 'ingress-gateway':
       return decodeIngressGateway(raw);
+    case 'proxy-defaults':
+      return decodeProxyDefaults(raw);
   }
 }
 
@@ -133,6 +137,9 @@ export function encodeConfigEntry(entry: ConfigEntry, index: RaftIndex): JsonObj
       break;
     case 'ingress-gateway':
       body = encodeIngressGatewayBody(entry);
+      break;
+    case 'proxy-defaults':
+      body = encodeProxyDefaultsBody(entry);
       break;
   }
   return { Kind: entry.kind, Name: entry.name, ...body, CreateIndex: index.createIndex, ModifyIndex: index.modifyIndex };

@@ -4,11 +4,11 @@
 // (ServiceResolverConfigEntry.Validate) and yields a domain value; encoding gives back
 // Consul's API JSON.
 //
-// meshd is one Consul CE datacenter, so:
+// meshd is Consul CE with WAN-federated datacenters, so:
 // - Peer, SamenessGroup, and Namespace/Partition other than "default" are refused here.
-// - Datacenters are accepted as written (the decoder does not know the local datacenter);
-//   checkResolverDatacenters refuses any that is not the local one, and the chain compiler
-//   calls it, so a cross-datacenter redirect or failover is an error, never ignored.
+// - Datacenters (Redirect.Datacenter, Failover.Datacenters, Failover.Targets[].Datacenter) must
+//   be valid datacenter names (they become SNI labels); whether one exists is the data plane's
+//   question: a target in an unknown datacenter has no instances, and failover moves on.
 // - Failover Policy modes other than "default" (order-by-locality) and PrioritizeByLocality
 //   "failover" need localities meshd does not have: refused. PrioritizeByLocality "none" is
 //   the default behaviour and is accepted and dropped.
@@ -155,6 +155,7 @@ function decodeRedirect(e: WireObject, name: string, isSubset: (s: string) => bo
   const serviceSubset = r.string('ServiceSubset');
   const datacenter = r.string('Datacenter');
   if (service === '' && serviceSubset === '' && datacenter === '') throw new FieldError(r.path, 'Redirect is empty');
+  if (datacenter !== '') validateDatacenter(datacenter, r.field('Datacenter'));
   if (service !== '') validateServiceRef(service, r.field('Service'));
   if (service === '' && serviceSubset !== '') throw new FieldError(r.field('ServiceSubset'), 'defined without Redirect.Service');
   if (serviceSubset !== '') {
@@ -162,6 +163,13 @@ function decodeRedirect(e: WireObject, name: string, isSubset: (s: string) => bo
     if (service === name && !isSubset(serviceSubset)) throw new FieldError(r.field('ServiceSubset'), `${JSON.stringify(serviceSubset)} is not a valid subset of ${JSON.stringify(name)}`);
   }
   return { service, serviceSubset, datacenter };
+}
+
+/** The agent's -datacenter rule: a datacenter name is one lower-case SNI label. */
+export const DATACENTER_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+function validateDatacenter(dc: string, field: string): void {
+  if (!DATACENTER_RE.test(dc)) throw new FieldError(field, `${JSON.stringify(dc)} is not a valid datacenter name (lower-case letters, digits, "-" or "_", at most 63)`);
 }
 
 function decodePolicyMode(f: WireObject): '' | 'default' {
@@ -182,6 +190,7 @@ function decodeFailoverTarget(t: WireObject, name: string, isSubset: (s: string)
   const datacenter = t.string('Datacenter');
   if (t.string('Partition') !== '' && datacenter !== '') throw new FieldError(t.path, 'Partition cannot be set with Datacenter');
   if (service === '' && serviceSubset === '' && datacenter === '') throw new FieldError(t.path, 'must set at least one of Service, ServiceSubset or Datacenter');
+  if (datacenter !== '') validateDatacenter(datacenter, t.field('Datacenter'));
   if (service !== '') validateServiceRef(service, t.field('Service'));
   if (serviceSubset !== '') {
     validateSubsetName(serviceSubset, t.field('ServiceSubset'));
@@ -221,6 +230,7 @@ function decodeFailover(e: WireObject, name: string, isSubset: (s: string) => bo
     }
     datacenters.forEach((dc, i) => {
       if (dc === '') throw new FieldError(`${f.field('Datacenters')}[${i}]`, 'found empty datacenter');
+      validateDatacenter(dc, `${f.field('Datacenters')}[${i}]`);
     });
     const targets = targetObjs.map((t) => decodeFailoverTarget(t, name, isSubset));
     return [key, { service, serviceSubset, datacenters, targets, policyMode }];
@@ -319,26 +329,6 @@ export function decodeServiceResolver(raw: unknown): ServiceResolverEntry {
     requestTimeoutMs: decodeDurationMs(e, 'RequestTimeout'),
     loadBalancer: decodeLoadBalancer(e),
   };
-}
-
-/**
- * Refuses every datacenter the entry names that is not `localDatacenter` (meshd serves one
- * datacenter): Redirect.Datacenter, Failover.*.Datacenters[i], Failover.*.Targets[i].Datacenter.
- * Throws FieldError naming the field. Call it when writing the entry; the compiler calls it too.
- */
-export function checkResolverDatacenters(e: ServiceResolverEntry, localDatacenter: string): void {
-  const refuse = (field: string, dc: string, what: string): never => {
-    throw new FieldError(field, `${what} to datacenter ${JSON.stringify(dc)} is not supported: meshd runs a single datacenter (${JSON.stringify(localDatacenter)})`);
-  };
-  if (e.redirect !== null && e.redirect.datacenter !== '' && e.redirect.datacenter !== localDatacenter) refuse('Redirect.Datacenter', e.redirect.datacenter, 'a redirect');
-  for (const [key, f] of Object.entries(e.failover)) {
-    f.datacenters.forEach((dc, i) => {
-      if (dc !== localDatacenter) refuse(`Failover.${key}.Datacenters[${i}]`, dc, 'failover');
-    });
-    f.targets.forEach((t, i) => {
-      if (t.datacenter !== '' && t.datacenter !== localDatacenter) refuse(`Failover.${key}.Targets[${i}].Datacenter`, t.datacenter, 'failover');
-    });
-  }
 }
 
 // ---------------------------------------------------------------------------------------

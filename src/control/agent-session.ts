@@ -407,53 +407,113 @@ export interface ServiceHealthOptions extends SessionLog {
   readonly onChange: () => void;
 }
 
-/** The instances of every service some chain target names, each watched by a blocking query. */
+/** `GET /v1/internal/meshd/mesh-gateways`: this datacenter's mesh gateways (LAN) and the others' (WAN). */
+export interface MeshGatewaysBody {
+  readonly Local: readonly { readonly Address: string; readonly Port: number }[];
+  readonly Remote: Readonly<Record<string, readonly { readonly Address: string; readonly Port: number }[]>>;
+}
+
+/** The watch key of the mesh gateways (a service key always has an `@`). */
+const GATEWAYS = 'mesh-gateways';
+
+/**
+ * The instances of every service some chain target names, each watched by a blocking query
+ * (`service@dc`: a target in another datacenter is read through the local agent with `?dc=`),
+ * and the mesh gateways when a target in another datacenter is reached through them.
+ */
 export class ServiceHealth {
   readonly #o: ServiceHealthOptions;
-  /** Instances per service, as the health API returned them (Tags and Meta for subsets). */
+  /** Instances per `service@dc`, as the health API returned them (Tags and Meta for subsets). */
   readonly #health = new Map<string, readonly HealthEntry[]>();
-  /** Services whose health is watched, each with its own stop switch. */
+  /** Keys watched, each with its own stop switch. */
   readonly #watches = new Map<string, AbortController>();
   readonly #filters = new Map<string, (e: HealthFilterEntry) => boolean>();
+  #gateways: MeshGatewaysBody = { Local: [], Remote: {} };
+  #datacenter = 'dc1';
 
   constructor(opts: ServiceHealthOptions) {
     this.#o = opts;
   }
 
-  /**
-   * Reads each of `services` not followed yet and watches it from then on; stops watching the
-   * services no longer in the set. Call it before routing to a new set of targets.
-   */
-  async follow(services: ReadonlySet<string>, signal?: AbortSignal): Promise<void> {
-    for (const service of services) {
-      if (this.#watches.has(service)) continue;
-      const index = await this.#load(service, 0, signal, false);
-      const ctl = new AbortController();
-      this.#watches.set(service, ctl);
-      this.#o.watches.add(`health ${service}`, index, (i, s) => this.#load(service, i, s, true), ctl.signal);
+  /** The local datacenter (the agent's, from /v1/agent/self): targets elsewhere are read with ?dc=. */
+  set datacenter(dc: string) {
+    this.#datacenter = dc;
+  }
+
+  /** Follows what the targets of `chains` need (follow()); call it before routing to them. */
+  followChains(chains: Iterable<DataPlaneChain>, signal?: AbortSignal): Promise<void> {
+    const keys = new Set<string>();
+    for (const chain of chains) {
+      for (const t of Object.values(chain.targets)) {
+        keys.add(healthKey(t.service, t.datacenter));
+        if (t.datacenter !== this.#datacenter && t.meshGatewayMode !== 'none') keys.add(GATEWAYS);
+      }
     }
-    for (const [service, ctl] of this.#watches) {
-      if (services.has(service)) continue;
+    return this.follow(keys, signal);
+  }
+
+  /**
+   * Reads each of `keys` not followed yet and watches it from then on; stops watching the keys
+   * no longer in the set.
+   */
+  async follow(keys: ReadonlySet<string>, signal?: AbortSignal): Promise<void> {
+    for (const key of keys) {
+      if (this.#watches.has(key)) continue;
+      const index = await this.#load(key, 0, signal, false);
+      const ctl = new AbortController();
+      this.#watches.set(key, ctl);
+      this.#o.watches.add(key === GATEWAYS ? GATEWAYS : `health ${key}`, index, (i, s) => this.#load(key, i, s, true), ctl.signal);
+    }
+    for (const [key, ctl] of this.#watches) {
+      if (keys.has(key)) continue;
       ctl.abort();
-      this.#watches.delete(service);
-      this.#health.delete(service);
+      this.#watches.delete(key);
+      this.#health.delete(key);
     }
   }
 
-  async #load(service: string, index: number, signal: AbortSignal | undefined, notify: boolean): Promise<number> {
+  async #load(key: string, index: number, signal: AbortSignal | undefined, notify: boolean): Promise<number> {
+    const opts = { index, ...(signal === undefined ? {} : { signal }) };
+    if (key === GATEWAYS) {
+      const r = await this.#o.client.json<MeshGatewaysBody>('GET', '/v1/internal/meshd/mesh-gateways', opts);
+      if (index !== 0 && r.index === index) return r.index;
+      this.#gateways = r.value;
+      if (notify) this.#o.onChange();
+      return r.index;
+    }
+    const at = key.lastIndexOf('@');
+    const service = key.slice(0, at);
+    const dc = key.slice(at + 1);
     // Not ?passing: a subset with OnlyPassing false takes warning instances too (Consul's
     // rule), so the filtering by status happens per target.
-    const r = await this.#o.client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(service)}`, { index, ...(signal === undefined ? {} : { signal }) });
+    const r = await this.#o.client.json<HealthEntry[]>('GET', `/v1/health/connect/${encodeURIComponent(service)}`, { ...opts, ...(dc === this.#datacenter ? {} : { query: { dc } }) });
     if (index !== 0 && r.index === index) return r.index;
-    this.#health.set(service, r.value);
+    this.#health.set(key, r.value);
     if (notify) this.#o.onChange();
     return r.index;
   }
 
-  /** The routing of one chain: the healthy instances of each of its targets. */
+  /**
+   * The routing of one chain: where each target's connections go. A target here (or in another
+   * datacenter with mode none) goes to its healthy instances; one elsewhere with mode local or
+   * remote goes to the mesh gateways of this datacenter or of the target's, as long as the target
+   * has a healthy instance there (else nowhere, so failover moves on, as in Consul). Every
+   * endpoint carries its target's SNI, which is what a gateway routes on.
+   */
   upstreamRouting(chain: DataPlaneChain): UpstreamRouting {
     const endpoints: Record<string, readonly Endpoint[]> = {};
-    for (const [id, t] of Object.entries(chain.targets)) endpoints[id] = targetEndpoints(this.#health.get(t.service) ?? [], t, this.#filter(t.filter));
+    for (const [id, t] of Object.entries(chain.targets)) {
+      const instances = targetEndpoints(this.#health.get(healthKey(t.service, t.datacenter)) ?? [], t, this.#filter(t.filter));
+      const sni = t.sni === '' ? {} : { sni: t.sni };
+      if (t.datacenter === this.#datacenter || t.meshGatewayMode === 'none') {
+        endpoints[id] = instances.map((e) => ({ ...e, ...sni }));
+      } else if (instances.length === 0) {
+        endpoints[id] = [];
+      } else {
+        const gateways = t.meshGatewayMode === 'local' ? this.#gateways.Local : (this.#gateways.Remote[t.datacenter] ?? []);
+        endpoints[id] = gateways.map((g) => ({ host: g.Address, port: g.Port, service: t.service, ...sni }));
+      }
+    }
     return { chain, endpoints };
   }
 
@@ -473,11 +533,9 @@ export class ServiceHealth {
   }
 }
 
-/** Every service a target of these chains names. */
-export function chainTargetServices(chains: Iterable<DataPlaneChain>): Set<string> {
-  const out = new Set<string>();
-  for (const chain of chains) for (const t of Object.values(chain.targets)) out.add(t.service);
-  return out;
+/** The health map's key of a service in a datacenter. */
+export function healthKey(service: string, datacenter: string): string {
+  return `${service}@${datacenter}`;
 }
 
 // ------------------------------------------------------------------------------ catalog

@@ -2,7 +2,7 @@
 // HTTP API, and evaluates intentions through the same compiled table the data plane reads.
 // Runs on: the agent process's main (control) thread; CSR signing runs in the piscina pool.
 
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { FileStore, type Store } from './store.ts';
@@ -12,11 +12,15 @@ import { Intentions, INTENTIONS, IntentionExistsError, decodeExactBody, decodeLe
 import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEntryKind, ENTRY_OBJECT_KEYS, type ConfigEntry, type ConfigEntryKind } from '../config/entries.ts';
 import { referencedJwtProviders } from '../config/service-intentions.ts';
 import { compileChain } from '../chain/compile.ts';
+import type { MeshGatewayMode } from '../chain/types.ts';
+import { DATACENTER_RE } from '../config/service-resolver.ts';
 import { gatewayConfig, ingressProtocolErrors } from '../gateway/config.ts';
+import { FEDERATION_STATES, meshGatewayConfig, type FederationState, type HealthEntryList } from '../gateway/mesh-config.ts';
 import { compileL7Sources, normalizeRequestPath } from '../authz/l7.ts';
 import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
-import { CaState, CA_TABLE } from './ca-state.ts';
+import { CaState, CaStateError, CA_TABLE } from './ca-state.ts';
+import { Federation, configSnapshot, forwardedWriteKind, proxyToDatacenter } from './federation.ts';
 import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, extractToken, type Access, type Caller } from './acl.ts';
 import { CsrLimiter } from './rate-limit.ts';
@@ -24,7 +28,7 @@ import { PolicyEngine } from './policy.ts';
 import { FieldError, UUID_RE, parseDuration, parseJsonObject, reqString } from './decode.ts';
 import { HttpError, Router, blockingParams, flagParam, readBody, sendJson, sendText, type RequestContext } from './http.ts';
 import { SigningPool } from '../ca/pool.ts';
-import { CaError, CsrError } from '../ca/authority.ts';
+import { CaError, CsrError, IntermediateError } from '../ca/authority.ts';
 import { parseSpiffeId } from '../ca/spiffe.ts';
 import { VERSION } from '../version.ts';
 import { renderFamilies } from '../metrics/prometheus.ts';
@@ -60,6 +64,42 @@ export interface AgentOptions {
   readonly checkTimers?: CheckTimers;
   /** Replaces the HTTP/TCP probes (tests). */
   readonly checkProbe?: Probe;
+  /**
+   * Consul's primary_datacenter: the datacenter that owns the CA root and the config
+   * entries. Absent or equal to `datacenter`: this agent is the primary.
+   */
+  readonly primaryDatacenter?: string;
+  /** A secondary's way to the primary: its agent API, host:port (`-join-wan`). */
+  readonly joinWan?: string;
+  /** Consul's acl.tokens.replication: what a secondary sends to the primary. */
+  readonly replicationToken?: string | null;
+  /** Log lines (federation); stderr by default. */
+  readonly log?: (line: string) => void;
+}
+
+/** The store table of a config entry kind (service-intentions live in the intentions table). */
+function configTable(kind: ConfigEntryKind): string {
+  return kind === 'service-intentions' ? INTENTIONS : `config/${kind}`;
+}
+
+/** One `upstream=` of the proxy-config query, parsed. */
+interface UpstreamQuery {
+  readonly datacenter: string;
+  readonly mode: '' | MeshGatewayMode;
+}
+
+function parseMeshGatewayMode(text: string, what: string): '' | MeshGatewayMode {
+  if (text === '' || text === 'none' || text === 'local' || text === 'remote') return text;
+  throw new HttpError(400, `${what}: mesh gateway mode must be none, local or remote, got ${JSON.stringify(text)}`);
+}
+
+/** `NAME[@DC][~MODE]`, as the proxy asks for its upstreams' chains. */
+export function parseUpstreamQuery(text: string): UpstreamQuery & { readonly service: string } {
+  const m = /^([^@~]+)(?:@([^@~]+))?(?:~([^@~]*))?$/.exec(text);
+  if (m === null) throw new HttpError(400, `upstream ${JSON.stringify(text)} must be NAME[@DC][~MODE]`);
+  const datacenter = m[2] ?? '';
+  if (datacenter !== '' && !DATACENTER_RE.test(datacenter)) throw new HttpError(400, `upstream ${JSON.stringify(text)}: invalid datacenter ${JSON.stringify(datacenter)}`);
+  return { service: m[1] as string, datacenter, mode: parseMeshGatewayMode(m[3] ?? '', `upstream ${JSON.stringify(text)}`) };
 }
 
 export class Agent {
@@ -76,6 +116,7 @@ export class Agent {
   readonly #limiter: CsrLimiter;
   readonly #now: () => number;
   readonly #checks: CheckRunner;
+  readonly #federation: Federation;
   #sweep: NodeJS.Timeout | undefined;
   #caTick: NodeJS.Timeout | undefined;
   /** CSR outcomes for /v1/agent/metrics; the reason set is fixed (metric labels). */
@@ -90,7 +131,10 @@ export class Agent {
     this.#catalog = new Catalog(this.#store, { Node: opts.nodeName ?? hostname(), Address: opts.host, Datacenter: opts.datacenter }, now);
     this.#intentions = new Intentions(this.#store);
     this.#pool = new SigningPool();
-    this.#ca = new CaState(this.#store, this.#pool, { datacenter: opts.datacenter, now });
+    const primaryDc = opts.primaryDatacenter ?? opts.datacenter;
+    const secondary = primaryDc !== opts.datacenter;
+    if (secondary && (opts.joinWan === undefined || opts.joinWan === '')) throw new Error(`a secondary datacenter (${opts.datacenter}, primary ${primaryDc}) needs joinWan: the primary agent's API`);
+    this.#ca = new CaState(this.#store, this.#pool, { datacenter: opts.datacenter, now, secondary });
     this.#policy = new PolicyEngine({ maxWorkers: 0, defaultAllow: opts.defaultAllow });
     this.#acl = new Acl(this.#store, { managementToken: opts.managementToken ?? null, devLoopback: opts.dev === true });
     this.#leaves = new LeafCache(this.#ca, this.#store, { datacenter: opts.datacenter, now });
@@ -101,7 +145,30 @@ export class Agent {
       ...(opts.checkTimers === undefined ? {} : { timers: opts.checkTimers }),
       ...(opts.checkProbe === undefined ? {} : { probe: opts.checkProbe }),
     });
+    const log = opts.log ?? ((line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`));
+    this.#federation = new Federation({
+      store: this.#store,
+      ca: this.#ca,
+      datacenter: opts.datacenter,
+      primaryDatacenter: primaryDc,
+      primaryAddress: secondary ? (opts.joinWan as string) : null,
+      replicationToken: opts.replicationToken ?? null,
+      selfAddress: () => {
+        const a = this.address;
+        return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+      },
+      nodeAddress: opts.host,
+      services: () => this.#catalog.services(),
+      checks: () => this.#catalog.checks(),
+      configTables: CONFIG_ENTRY_KINDS.map(configTable),
+      intentionsTable: INTENTIONS,
+      onIntentionsChanged: () => this.#republish(),
+      onCaChanged: () => this.#limiter.configure(this.#ca.config.csrMaxPerSecond, this.#ca.config.csrMaxConcurrent),
+      log,
+      now,
+    });
     const router = this.#routes();
+    router.intercept((req, res, url) => this.#forward(req, res, url));
     this.#server = createServer((req, res) => void router.handle(req, res));
     // Blocking queries hold a request open for up to 10 minutes.
     this.#server.requestTimeout = 0;
@@ -140,6 +207,34 @@ export class Agent {
       this.#ca.tick().catch((err: Error) => process.stderr.write(`${new Date().toISOString()} [ERROR] agent: CA housekeeping failed: ${err.message}\n`));
     }, this.#opts.caTickIntervalMs ?? 60_000);
     this.#caTick.unref();
+    this.#federation.start();
+  }
+
+  /** Federation: this agent's role and replication status. */
+  get federation(): Federation {
+    return this.#federation;
+  }
+
+  /**
+   * Requests another agent answers: `?dc=` naming another known datacenter is proxied to
+   * that datacenter's agent (Consul's RPC forwarding, over its HTTP API; `/v1/agent/*` stays
+   * local, as in Consul), and a secondary's config, intention and CA configuration writes
+   * go to the primary. The remote agent checks the caller's token.
+   */
+  #forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> | boolean {
+    const dc = url.searchParams.get('dc');
+    if (dc !== null && dc !== '' && dc !== this.#opts.datacenter && !url.pathname.startsWith('/v1/agent/')) {
+      const address = this.#federation.addressOf(dc);
+      if (address === null) throw new HttpError(500, 'No path to datacenter');
+      const rest = new URLSearchParams(url.searchParams);
+      rest.delete('dc');
+      const query = rest.toString();
+      return proxyToDatacenter(req, res, dc, address, `${url.pathname}${query === '' ? '' : `?${query}`}`).then(() => true);
+    }
+    if (!this.#federation.isSecondary) return false;
+    const kind = forwardedWriteKind(req.method ?? '', url.pathname);
+    if (kind === null) return false;
+    return this.#federation.forwardWrite(req, res, url, kind).then(() => true);
   }
 
   /**
@@ -170,6 +265,7 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    await this.#federation.stop();
     clearInterval(this.#sweep);
     this.#checks.stopAll();
     clearInterval(this.#caTick);
@@ -257,7 +353,7 @@ export class Agent {
 
     on('GET', '/v1/agent/self', 'read', (ctx) => {
       sendJson(ctx.res, 200, {
-        Config: { Datacenter: this.#opts.datacenter, NodeName: this.#catalog.node.Node, Version: VERSION, Server: true },
+        Config: { Datacenter: this.#opts.datacenter, PrimaryDatacenter: this.#federation.primaryDatacenter, NodeName: this.#catalog.node.Node, Version: VERSION, Server: true },
         Member: { Name: this.#catalog.node.Node, Addr: this.#opts.host },
       });
     });
@@ -276,6 +372,12 @@ export class Agent {
           samples: (['invalid', 'permission', 'rate_limited'] as const).map((reason) => ({ labels: { reason }, value: this.#csr[reason] })),
         },
         { name: 'meshd_catalog_services', help: 'Service instances registered in the catalog.', type: 'gauge', samples: [{ labels: {}, value: this.#catalog.services().length }] },
+        ...(this.#federation.isSecondary
+          ? [
+              { name: 'meshd_federation_replication_index', help: "The primary's index of the last replicated answer, by what is replicated.", type: 'gauge' as const, samples: this.#federation.replicationSamples().map((x) => ({ labels: { type: x.type }, value: x.index })) },
+              { name: 'meshd_federation_replication_last_success_seconds', help: 'Unix time of the last successful replication from the primary (0: never), by what is replicated.', type: 'gauge' as const, samples: this.#federation.replicationSamples().map((x) => ({ labels: { type: x.type }, value: x.lastSuccess })) },
+            ]
+          : []),
         { name: 'meshd_policy_table_generation', help: "Generation of the agent's compiled intention table.", type: 'gauge', samples: [{ labels: {}, value: this.#policy.generation }] },
       ]);
       ctx.res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
@@ -301,7 +403,11 @@ export class Agent {
         ctx.res.end(body);
         return;
       }
-      await this.#blocking(ctx, [CA_TABLE], () => this.#ca.rootsResponse());
+      await this.#blocking(ctx, [CA_TABLE], () => {
+        // A secondary serves the primary's roots once it has them and an intermediate.
+        if (!this.#ca.ready) throw new HttpError(503, `CA not initialized yet: this secondary datacenter has not obtained the primary's (${this.#federation.primaryDatacenter}) roots and an intermediate; see the agent log`);
+        return this.#ca.rootsResponse();
+      });
     };
     on('GET', '/v1/connect/ca/roots', 'public', roots);
     on('GET', '/v1/agent/connect/ca/roots', 'public', roots);
@@ -337,6 +443,7 @@ export class Agent {
           else this.#csr.invalid++;
           throw new HttpError(err.code === 'CSR_PERMISSION_DENIED' ? 403 : 400, `invalid CSR: ${err.message}`);
         }
+        if (err instanceof CaStateError) throw new HttpError(503, err.message);
         throw err;
       } finally {
         admission.release();
@@ -351,7 +458,14 @@ export class Agent {
       if (!scope.ok) throw new HttpError(scope.status, scope.message);
       if (scope.services !== '*' && !scope.services.includes(service)) throw new HttpError(403, `Permission denied: token lacks permission 'service:write' on "${service}"`);
       const p = blockingParams(ctx.url);
-      const leaf = await this.#leaves.get(service, p?.index ?? null, p?.waitMs ?? 0, ctx.signal);
+      let leaf: Awaited<ReturnType<LeafCache['get']>>;
+      try {
+        leaf = await this.#leaves.get(service, p?.index ?? null, p?.waitMs ?? 0, ctx.signal);
+      } catch (err) {
+        // A secondary without an intermediate yet: no leaves until it has one.
+        if (err instanceof CaStateError) throw new HttpError(503, err.message);
+        throw err;
+      }
       if (ctx.signal.aborted) return;
       sendJson(ctx.res, 200, leaf, this.#consulHeaders(leaf.ModifyIndex));
     });
@@ -366,6 +480,47 @@ export class Agent {
       }
       this.#limiter.configure(this.#ca.config.csrMaxPerSecond, this.#ca.config.csrMaxConcurrent);
       sendJson(ctx.res, 200, true);
+    });
+
+    // --- federation (src/control/federation.ts) ---
+    // Consul's datacenter list: this one and every one the federation states know. Public,
+    // as in Consul (names only).
+    on('GET', '/v1/catalog/datacenters', 'public', (ctx) => sendJson(ctx.res, 200, this.#federation.datacenters()));
+    // Consul's path; Consul's answer is a list too (its MeshGateways are health entries,
+    // ours {Address, Port}). operator, as Consul's operator:read.
+    on('GET', '/v1/internal/federation-states', 'operator', (ctx) => this.#blocking(ctx, [FEDERATION_STATES], () => this.#federation.states()));
+    // For proxies with remote upstreams: every datacenter's mesh gateways (WAN addresses).
+    on('GET', '/v1/internal/federation-states/mesh-gateways', 'read', (ctx) =>
+      this.#blocking(ctx, [FEDERATION_STATES], () => {
+        const out: Record<string, { Address: string; Port: number }[]> = {};
+        for (const s of this.#federation.states()) out[s.Datacenter] = s.MeshGateways.map((g) => ({ Address: g.Address, Port: g.Port }));
+        return out;
+      }),
+    );
+    // A secondary's own state, sent to the primary (Consul: FederationState.Apply over RPC).
+    on('PUT', '/v1/internal/meshd/federation-state', 'operator', async (ctx) => {
+      this.#federation.acceptState(parseJsonObject(await readBody(ctx.req)));
+      sendJson(ctx.res, 200, true);
+    });
+    on('GET', '/v1/internal/meshd/federation', 'read', (ctx) => sendJson(ctx.res, 200, this.#federation.status()));
+    // Config entries as stored (every kind, intentions with their legacy fields), for a
+    // secondary's replication: {Index, Tables: {table: [{Key, Value}]}}. jwt-provider
+    // entries are in it, so operator (the replication token).
+    on('GET', '/v1/internal/meshd/replication/config-entries', 'operator', (ctx) => {
+      const tables = CONFIG_ENTRY_KINDS.map(configTable);
+      return this.#blocking(ctx, tables, () => configSnapshot(this.#store, tables));
+    });
+    // Consul's ConnectCA.SignIntermediate: the primary signs a secondary's intermediate CSR
+    // with its active root. Body {"CSR": PEM}; answer {"CertPEM", "RootID"}.
+    on('POST', '/v1/internal/meshd/ca/sign-intermediate', 'operator', async (ctx) => {
+      if (this.#federation.isSecondary) throw new HttpError(400, `only the primary datacenter (${this.#federation.primaryDatacenter}) signs intermediates`);
+      const csr = reqString(parseJsonObject(await readBody(ctx.req)), 'CSR');
+      try {
+        sendJson(ctx.res, 200, await this.#ca.signIntermediate(csr));
+      } catch (err) {
+        if (err instanceof IntermediateError || err instanceof CaError) throw new HttpError(400, err.message);
+        throw err;
+      }
     });
     on('PUT', '/v1/acl/token', 'acl', async (ctx) => {
       const { description, services } = decodeTokenBody(parseJsonObject(await readBody(ctx.req)));
@@ -458,6 +613,35 @@ export class Agent {
         return out;
       }),
     );
+    // Consul's catalog view of one service's instances (CatalogService: node fields, then
+    // Service* fields), from the same records as the health endpoint. `?tag=` filters.
+    on('GET', '/v1/catalog/service/:service', 'read', (ctx) =>
+      this.#blocking(ctx, [SERVICES], () => {
+        const tags = ctx.url.searchParams.getAll('tag');
+        return (this.#catalog.health(ctx.params.service as string, false, false) as { Node: Record<string, unknown>; Service: Record<string, unknown> & { Tags: string[] } }[])
+          .filter((h) => tags.every((t) => h.Service.Tags.includes(t)))
+          .map(({ Node: n, Service: sv }) => ({
+            ID: n.ID,
+            Node: n.Node,
+            Address: n.Address,
+            Datacenter: n.Datacenter,
+            TaggedAddresses: n.TaggedAddresses,
+            NodeMeta: n.Meta,
+            ServiceKind: sv.Kind,
+            ServiceID: sv.ID,
+            ServiceName: sv.Service,
+            ServiceTags: sv.Tags,
+            ServiceAddress: sv.Address,
+            ServicePort: sv.Port,
+            ServiceMeta: sv.Meta,
+            ServiceTaggedAddresses: sv.TaggedAddresses ?? null,
+            ServiceProxy: sv.Proxy,
+            Namespace: 'default',
+            CreateIndex: sv.CreateIndex,
+            ModifyIndex: sv.ModifyIndex,
+          }));
+      }),
+    );
     on('GET', '/v1/health/connect/:service', 'read', (ctx) =>
       this.#blocking(ctx, [SERVICES, CHECKS], () => this.#catalog.health(ctx.params.service as string, true, flagParam(ctx.url, 'passing'))),
     );
@@ -536,7 +720,7 @@ export class Agent {
     // `ingress-gateway/<name>` for a listener whose service speaks another protocol).
     const chainErrors = (entries: readonly ConfigEntry[]): Map<string, string> => {
       const out = new Map<string, string>();
-      const names = new Set(entries.filter((e) => e.kind !== 'service-intentions' && e.kind !== 'jwt-provider' && e.kind !== 'ingress-gateway').map((e) => e.name));
+      const names = new Set(entries.filter((e) => e.kind !== 'service-intentions' && e.kind !== 'jwt-provider' && e.kind !== 'ingress-gateway' && e.kind !== 'proxy-defaults').map((e) => e.name));
       for (const name of names) {
         try {
           compileChain(entries, name, { datacenter: this.#opts.datacenter });
@@ -613,10 +797,16 @@ export class Agent {
       if (kind === 'service-intentions') await this.#republish();
       sendJson(ctx.res, 200, true);
     });
-    const compile = (service: string, downstream?: string, entries: readonly ConfigEntry[] = allEntries()): ReturnType<typeof compileChain> => {
+    const compile = (service: string, downstream?: string, entries: readonly ConfigEntry[] = allEntries(), upstream: UpstreamQuery = { datacenter: '', mode: '' }): ReturnType<typeof compileChain> => {
       if (!SERVICE_NAME_RE.test(service)) throw new HttpError(400, `invalid service name ${JSON.stringify(service)}`);
       try {
-        return compileChain(entries, service, { datacenter: this.#opts.datacenter, trustDomain: this.#ca.trustDomain, ...(downstream === undefined ? {} : { downstream }) });
+        return compileChain(entries, service, {
+          datacenter: this.#opts.datacenter,
+          trustDomain: this.#ca.trustDomain,
+          evaluateInDatacenter: upstream.datacenter,
+          overrideMeshGatewayMode: upstream.mode,
+          ...(downstream === undefined ? {} : { downstream }),
+        });
       } catch (err) {
         if (err instanceof FieldError) throw new HttpError(400, `discovery chain for ${service} does not compile: ${err.message}`);
         throw err;
@@ -637,7 +827,13 @@ export class Agent {
         const entries = allEntries();
         const own = compile(service, undefined, entries).dataPlane;
         const chains: Record<string, unknown> = {};
-        for (const up of ctx.url.searchParams.getAll('upstream')) chains[up] = compile(up, service, entries).dataPlane;
+        // `upstream=NAME[@DC][~MODE]`: the chain of NAME evaluated in DC, the upstream
+        // definition's mesh-gateway mode (else the proxy's own, `mode=`) overriding the entries'.
+        const instanceMode = parseMeshGatewayMode(ctx.url.searchParams.get('mode') ?? '', 'mode');
+        for (const up of ctx.url.searchParams.getAll('upstream')) {
+          const q = parseUpstreamQuery(up);
+          chains[up] = compile(q.service, service, entries, { datacenter: q.datacenter, mode: q.mode || instanceMode }).dataPlane;
+        }
         const intentions = this.#intentions.entry(service)?.value ?? null;
         // The jwt-provider entries the intentions name; an unknown name is left out (its
         // requirements then never hold at the proxy).
@@ -670,6 +866,51 @@ export class Agent {
         return gatewayConfig(allEntries(), name, catalog, { datacenter: this.#opts.datacenter, trustDomain: this.#ca.trustDomain });
       });
     });
+    // meshd's own, for `meshd connect gateway -mesh`: SNI → local sidecars (services and resolver
+    // subsets, healthy ones) and datacenter → its mesh gateways (../gateway/mesh-config.ts), in
+    // one blocking query woken by catalog, health, config-entry and federation-state changes.
+    on('GET', '/v1/internal/meshd/mesh-gateway-config/:name', 'service', (ctx, caller) => {
+      const name = ctx.params.name as string;
+      if (!SERVICE_NAME_RE.test(name)) throw new HttpError(400, `invalid gateway name ${JSON.stringify(name)}`);
+      this.#requireWrite(caller, [name]);
+      return this.#blocking(ctx, [...configTables, SERVICES, CHECKS, FEDERATION_STATES], () => {
+        const services = new Map<string, HealthEntryList>();
+        for (const s of this.#catalog.services()) {
+          const dest = s.Kind === 'connect-proxy' ? s.Proxy?.DestinationServiceName : undefined;
+          if (dest !== undefined && !services.has(dest)) services.set(dest, this.#catalog.health(dest, true, false) as HealthEntryList);
+        }
+        return meshGatewayConfig({
+          datacenter: this.#opts.datacenter,
+          trustDomain: this.#ca.trustDomain,
+          services,
+          resolvers: allEntries().flatMap((e) => (e.kind === 'service-resolver' ? [e] : [])),
+          federationStates: this.#store.list<FederationState>(FEDERATION_STATES).map((e) => e.value),
+          onBadFilter: (svc, subset, why) => process.stderr.write(`${new Date().toISOString()} [WARN] agent: mesh gateway: subset ${subset} of ${svc} has a filter that does not compile: ${why}\n`),
+        });
+      });
+    });
+    // meshd's own, for sidecars with upstreams in other datacenters through mesh gateways
+    // (MeshGateway.Mode local or remote): this datacenter's passing mesh gateways by their LAN
+    // address, and every other datacenter's by WAN address (its federation state).
+    on('GET', '/v1/internal/meshd/mesh-gateways', 'read', (ctx) =>
+      this.#blocking(ctx, [SERVICES, CHECKS, FEDERATION_STATES], () => {
+        type Addr = { Address: string; Port: number };
+        type GatewayEntry = { Node: { Address: string }; Service: { Address: string; Port: number; TaggedAddresses?: Record<string, Addr> } };
+        const names = new Set(this.#catalog.services().flatMap((s) => (s.Kind === 'mesh-gateway' ? [s.Service] : [])));
+        const local: Addr[] = [];
+        for (const n of [...names].sort()) {
+          for (const e of this.#catalog.health(n, false, true) as GatewayEntry[]) {
+            const lan = e.Service.TaggedAddresses?.lan;
+            local.push(lan ?? { Address: e.Service.Address || e.Node.Address, Port: e.Service.Port });
+          }
+        }
+        const remote: Record<string, readonly Addr[]> = {};
+        for (const { value } of this.#store.list<FederationState>(FEDERATION_STATES)) {
+          if (value.Datacenter !== this.#opts.datacenter) remote[value.Datacenter] = value.MeshGateways;
+        }
+        return { Local: local, Remote: remote };
+      }),
+    );
     on('GET', '/v1/connect/intentions/check', 'read', (ctx) => {
       const { source, destination } = pair(ctx.url);
       sendJson(ctx.res, 200, { Allowed: this.#policy.check(source, destination).allowed }, this.#consulHeaders(this.#store.maxIndex([INTENTIONS])));

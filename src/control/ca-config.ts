@@ -18,7 +18,7 @@ import type { CaKeyType } from '../ca/types.ts';
 export type CaConfig = {
   provider: 'consul';
   leafCertTtlMs: number;
-  /** Validated as Consul does; meshd's built-in CA signs leaves with the root, so it has no intermediates to apply it to yet. */
+  /** Lifetime of the intermediates the primary signs for secondary datacenters (federation), capped at the root's NotAfter; a primary signs its own leaves with the root. */
   intermediateCertTtlMs: number;
   rootCertTtlMs: number;
   /** Type and bits of keys meshd generates; a supplied PrivateKey wins (§1.3). */

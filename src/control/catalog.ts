@@ -51,8 +51,17 @@ export const MIN_DEREGISTER_AFTER_MS = 60_000;
  */
 export const OUTPUT_UPDATE_INTERVAL_MS = 5 * 60_000;
 
-/** '' a typical service; 'ingress-gateway' as `meshd connect gateway -ingress -register` registers it. */
-export type ServiceKind = '' | 'connect-proxy' | 'ingress-gateway';
+/**
+ * '' a typical service; 'ingress-gateway' and 'mesh-gateway' as `meshd connect gateway -ingress
+ * -register` and `-mesh -register` register them.
+ */
+export type ServiceKind = '' | 'connect-proxy' | 'ingress-gateway' | 'mesh-gateway';
+
+/** One of a service's TaggedAddresses (Consul's api.ServiceAddress). */
+export interface ServiceAddress {
+  readonly Address: string;
+  readonly Port: number;
+}
 export type CheckStatus = 'passing' | 'warning' | 'critical';
 
 export interface UpstreamConfig {
@@ -61,6 +70,10 @@ export interface UpstreamConfig {
   /** As registered; "" means the proxy's default, 127.0.0.1. */
   readonly LocalBindAddress: string;
   readonly LocalBindPort: number;
+  /** Another (federated) datacenter the upstream is in; absent: the local one. */
+  readonly Datacenter?: string;
+  /** Consul's upstream MeshGateway: how to reach another datacenter; absent: not set. */
+  readonly MeshGateway?: { readonly Mode: 'none' | 'local' | 'remote' };
 }
 
 export interface ProxyConfig {
@@ -70,6 +83,8 @@ export interface ProxyConfig {
   readonly LocalServicePort: number;
   /** Absent when there are none (Consul's omitempty). */
   readonly Upstreams?: readonly UpstreamConfig[];
+  /** The proxy's own MeshGateway mode, for upstreams that set none; absent: not set. */
+  readonly MeshGateway?: { readonly Mode: 'none' | 'local' | 'remote' };
 }
 
 export interface ServiceRecord {
@@ -81,6 +96,11 @@ export interface ServiceRecord {
   readonly Tags: string[];
   readonly Meta: Record<string, string>;
   readonly Proxy: ProxyConfig | null;
+  /**
+   * Consul's TaggedAddresses (`lan`, `wan`, ...): a mesh gateway's LAN and WAN listeners; the
+   * federation state of a datacenter lists its gateways' `wan` ones. Absent when none.
+   */
+  readonly TaggedAddresses?: Record<string, ServiceAddress>;
   /** Registered by its parent's Connect.SidecarService: deregistered with the parent. */
   readonly LocallyRegisteredAsSidecar?: true;
 }
@@ -241,14 +261,15 @@ function objectList(obj: JsonObject, key: string, path: string): JsonObject[] {
   });
 }
 
-const SERVICE_KEYS = ['ID', 'Name', 'Kind', 'Tags', 'Port', 'Address', 'Meta', 'Check', 'Checks', 'Proxy', 'Connect', 'EnableTagOverride', 'Namespace', 'Partition'];
+const SERVICE_KEYS = ['ID', 'Name', 'Kind', 'Tags', 'Port', 'Address', 'TaggedAddresses', 'Meta', 'Check', 'Checks', 'Proxy', 'Connect', 'EnableTagOverride', 'Namespace', 'Partition'];
 const SERVICE_UNSUPPORTED: Record<string, string> = {
   Weights: 'meshd does not serve DNS, so there is nothing to weight',
-  TaggedAddresses: 'register one Address per instance',
   SocketPath: 'Unix sockets are not supported; use Address and Port',
   Locality: 'locality-aware routing is not implemented',
   Token: 'pass the token with -token or X-Consul-Token',
 };
+/** A sidecar has one address (TaggedAddresses are for gateways and typical services). */
+const SIDECAR_UNSUPPORTED: Record<string, string> = { ...SERVICE_UNSUPPORTED, TaggedAddresses: 'a sidecar is reached at its Address and Port' };
 const SIDECAR_KEYS = ['Name', 'Kind', 'Tags', 'Port', 'Address', 'Meta', 'Check', 'Checks', 'Proxy', 'EnableTagOverride', 'Namespace', 'Partition'];
 const CHECK_KEYS = [
   'CheckID',
@@ -288,21 +309,19 @@ const CHECK_UNSUPPORTED: Record<string, string> = {
   OutputMaxSize: 'output is capped at 4 KiB',
   ServiceID: 'a check in a service definition belongs to that service',
 };
-const PROXY_KEYS = ['DestinationServiceName', 'DestinationServiceID', 'LocalServiceAddress', 'LocalServicePort', 'Upstreams'];
+const PROXY_KEYS = ['DestinationServiceName', 'DestinationServiceID', 'LocalServiceAddress', 'LocalServicePort', 'Upstreams', 'MeshGateway'];
 const PROXY_UNSUPPORTED: Record<string, string> = {
   Config: 'set the protocol and timeouts with a service-defaults config entry',
   Mode: 'transparent proxying is not implemented',
   TransparentProxy: 'transparent proxying is not implemented',
-  MeshGateway: 'mesh gateways are not implemented',
   Expose: 'expose paths are not implemented',
   LocalServiceSocketPath: 'Unix sockets are not supported; use LocalServiceAddress and LocalServicePort',
   AccessLogs: 'access logs are not implemented',
   EnvoyExtensions: 'there is no Envoy here',
 };
-const UPSTREAM_KEYS = ['DestinationName', 'DestinationType', 'DestinationNamespace', 'DestinationPartition', 'Datacenter', 'LocalBindAddress', 'LocalBindPort'];
+const UPSTREAM_KEYS = ['DestinationName', 'DestinationType', 'DestinationNamespace', 'DestinationPartition', 'Datacenter', 'LocalBindAddress', 'LocalBindPort', 'MeshGateway'];
 const UPSTREAM_UNSUPPORTED: Record<string, string> = {
   Config: 'set upstream settings with a service-defaults config entry (UpstreamConfig)',
-  MeshGateway: 'mesh gateways are not implemented',
   LocalBindSocketPath: 'Unix sockets are not supported; use LocalBindPort',
   LocalBindSocketMode: 'Unix sockets are not supported; use LocalBindPort',
   DestinationPeer: 'cluster peering is not implemented',
@@ -435,18 +454,33 @@ function decodeUpstreams(p: JsonObject, path: string): UpstreamConfig[] {
     if (type !== 'service') throw new FieldError(join(at, 'DestinationType'), `must be "service" (prepared queries are not supported), got ${JSON.stringify(type)}`);
     defaultOnly(u, 'DestinationNamespace', join(at, 'DestinationNamespace'));
     defaultOnly(u, 'DestinationPartition', join(at, 'DestinationPartition'));
-    const dc = optString(u, 'Datacenter', join(at, 'Datacenter'));
-    if (dc !== undefined && dc !== '') throw new FieldError(join(at, 'Datacenter'), 'cross-datacenter upstreams are not supported: leave it empty');
+    const dc = optString(u, 'Datacenter', join(at, 'Datacenter')) ?? '';
+    if (dc !== '' && !DATACENTER_NAME_RE.test(dc)) throw new FieldError(join(at, 'Datacenter'), `${JSON.stringify(dc)} is not a valid datacenter name`);
+    const mode = decodeMeshGateway(u, join(at, 'MeshGateway'));
     const port = optPort(u, 'LocalBindPort', join(at, 'LocalBindPort')) ?? 0;
     if (port === 0) throw new FieldError(join(at, 'LocalBindPort'), 'is required (1..65535)');
     const addr = optString(u, 'LocalBindAddress', join(at, 'LocalBindAddress')) ?? '';
     for (const prev of out) {
-      if (prev.DestinationName === name) throw new FieldError(join(at, 'DestinationName'), `${JSON.stringify(name)} is listed twice`);
+      if (prev.DestinationName === name && (prev.Datacenter ?? '') === dc) throw new FieldError(join(at, 'DestinationName'), `${JSON.stringify(name)}${dc === '' ? '' : ` in ${dc}`} is listed twice`);
       if (prev.LocalBindPort === port && (prev.LocalBindAddress || '127.0.0.1') === (addr || '127.0.0.1')) throw new FieldError(join(at, 'LocalBindPort'), `${port} is already bound by upstream ${prev.DestinationName}`);
     }
-    out.push({ DestinationType: 'service', DestinationName: name, LocalBindAddress: addr, LocalBindPort: port });
+    out.push({ DestinationType: 'service', DestinationName: name, LocalBindAddress: addr, LocalBindPort: port, ...(dc === '' ? {} : { Datacenter: dc }), ...(mode === undefined ? {} : { MeshGateway: { Mode: mode } }) });
   });
   return out;
+}
+
+/** A datacenter name: one lower-case SNI label (the agent's -datacenter rule). */
+const DATACENTER_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+/** `MeshGateway { Mode }` of an upstream or a proxy: absent or an empty Mode is "not set". */
+function decodeMeshGateway(o: JsonObject, path: string): 'none' | 'local' | 'remote' | undefined {
+  const mg = optObject(o, 'MeshGateway', path);
+  if (mg === undefined) return undefined;
+  checkKeys(mg, ['Mode'], {}, path);
+  const mode = optString(mg, 'Mode', join(path, 'Mode')) ?? '';
+  if (mode === '') return undefined;
+  if (mode !== 'none' && mode !== 'local' && mode !== 'remote') throw new FieldError(join(path, 'Mode'), `must be "none", "local" or "remote", got ${JSON.stringify(mode)}`);
+  return mode;
 }
 
 interface ProxyFields {
@@ -455,6 +489,7 @@ interface ProxyFields {
   readonly LocalServiceAddress?: string;
   readonly LocalServicePort?: number;
   readonly Upstreams: UpstreamConfig[];
+  readonly MeshGateway?: { readonly Mode: 'none' | 'local' | 'remote' };
 }
 
 function decodeProxyFields(p: JsonObject, path: string): ProxyFields {
@@ -464,12 +499,14 @@ function decodeProxyFields(p: JsonObject, path: string): ProxyFields {
   const destId = optString(p, 'DestinationServiceID', join(path, 'DestinationServiceID')) || undefined;
   const lsa = optString(p, 'LocalServiceAddress', join(path, 'LocalServiceAddress')) || undefined;
   const lsp = optPort(p, 'LocalServicePort', join(path, 'LocalServicePort')) || undefined;
+  const mode = decodeMeshGateway(p, join(path, 'MeshGateway'));
   return {
     ...(dest === undefined ? {} : { DestinationServiceName: dest }),
     ...(destId === undefined ? {} : { DestinationServiceID: destId }),
     ...(lsa === undefined ? {} : { LocalServiceAddress: lsa }),
     ...(lsp === undefined ? {} : { LocalServicePort: lsp }),
     Upstreams: decodeUpstreams(p, path),
+    ...(mode === undefined ? {} : { MeshGateway: { Mode: mode } }),
   };
 }
 
@@ -480,7 +517,7 @@ function withUpstreams(base: Omit<ProxyConfig, 'Upstreams'>, upstreams: readonly
 function decodeSidecar(s: JsonObject, path: string, parent: ServiceRecord): SidecarRegistration {
   if (pick(s, 'ID') !== undefined) throw new FieldError(join(path, 'ID'), `cannot be set: a sidecar's ID is always <service ID>${SIDECAR_SUFFIX}`);
   if (pick(s, 'Connect') !== undefined) throw new FieldError(join(path, 'Connect'), 'a sidecar cannot have a sidecar');
-  checkKeys(s, SIDECAR_KEYS, SERVICE_UNSUPPORTED, path);
+  checkKeys(s, SIDECAR_KEYS, SIDECAR_UNSUPPORTED, path);
   const kind = optString(s, 'Kind', join(path, 'Kind')) ?? '';
   if (kind !== '' && kind !== 'connect-proxy') throw new FieldError(join(path, 'Kind'), 'is always "connect-proxy"');
   optBool(s, 'EnableTagOverride', join(path, 'EnableTagOverride'));
@@ -510,6 +547,7 @@ function decodeSidecar(s: JsonObject, path: string, parent: ServiceRecord): Side
         // Consul: the app is on 127.0.0.1 at the parent's port unless the proxy says otherwise.
         LocalServiceAddress: pf.LocalServiceAddress ?? '127.0.0.1',
         LocalServicePort: pf.LocalServicePort ?? parent.Port,
+        ...(pf.MeshGateway === undefined ? {} : { MeshGateway: pf.MeshGateway }),
       },
       pf.Upstreams,
     ),
@@ -543,6 +581,33 @@ export function defaultSidecarChecks(sidecar: ServiceRecord): CheckDefinition[] 
   ];
 }
 
+/** Consul's tag names are free-form; meshd keeps them to a safe alphabet (`lan`, `wan`, `lan_ipv4`...). */
+const TAGGED_ADDRESS_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/**
+ * `TaggedAddresses`: `{ "<tag>": { "Address": "...", "Port": n } }` (Consul's map of
+ * api.ServiceAddress). Every entry needs an Address (a host name or IP, no port, no spaces) and
+ * a Port 1..65535: the federation computes where other datacenters dial from these.
+ */
+function decodeTaggedAddresses(body: JsonObject): Record<string, ServiceAddress> | undefined {
+  const raw = optObject(body, 'TaggedAddresses', 'TaggedAddresses');
+  if (raw === undefined) return undefined;
+  const out: Record<string, ServiceAddress> = {};
+  for (const [tag, v] of Object.entries(raw)) {
+    const at = `TaggedAddresses.${tag}`;
+    if (!TAGGED_ADDRESS_KEY_RE.test(tag)) throw new FieldError(at, 'the tag must be 1-64 letters, digits, ".", "_" or "-" (for example "lan" or "wan")');
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new FieldError(at, 'must be an object with Address and Port');
+    const entry = v as JsonObject;
+    checkKeys(entry, ['Address', 'Port'], {}, at);
+    const address = reqString(entry, 'Address', `${at}.Address`);
+    if (address === '' || /[\s/]/.test(address) || /^[^:]+:\d+$/.test(address)) throw new FieldError(`${at}.Address`, `must be a host name or IP address without a port, got ${JSON.stringify(address)}`);
+    const port = optPort(entry, 'Port', `${at}.Port`) ?? 0;
+    if (port === 0) throw new FieldError(`${at}.Port`, 'is required (1..65535)');
+    Object.defineProperty(out, tag, { value: { Address: address, Port: port }, enumerable: true, writable: true, configurable: true });
+  }
+  return Object.keys(out).length === 0 ? undefined : out;
+}
+
 /** Decodes a Consul `AgentServiceRegistration` body (keys case-insensitive, snake_case too). */
 export function decodeRegistration(body: JsonObject): Registration {
   const name = reqString(body, 'Name');
@@ -552,9 +617,14 @@ export function decodeRegistration(body: JsonObject): Registration {
   const id = optString(body, 'ID') || name;
   if (id.includes('/')) throw new FieldError('ID', 'must not contain "/" (it is a path segment of the agent API)');
   const kindRaw = optString(body, 'Kind') ?? '';
-  if (kindRaw !== '' && kindRaw !== 'connect-proxy' && kindRaw !== 'ingress-gateway') throw new FieldError('Kind', `unsupported kind ${JSON.stringify(kindRaw)} (use "connect-proxy", "ingress-gateway" or omit it)`);
+  if (kindRaw !== '' && kindRaw !== 'connect-proxy' && kindRaw !== 'ingress-gateway' && kindRaw !== 'mesh-gateway') {
+    throw new FieldError('Kind', `unsupported kind ${JSON.stringify(kindRaw)} (use "connect-proxy", "ingress-gateway", "mesh-gateway" or omit it)`);
+  }
   const kind: ServiceKind = kindRaw;
   const port = optPort(body, 'Port', 'Port') ?? 0;
+  // Consul: a mesh gateway is dialled at its Port, so it needs one.
+  if (kind === 'mesh-gateway' && port === 0) throw new FieldError('Port', 'is required (1..65535) when Kind is "mesh-gateway"');
+  const tagged = decodeTaggedAddresses(body);
   const tags = optTags(body, 'Tags') ?? [];
   optBool(body, 'EnableTagOverride', 'EnableTagOverride');
   defaultOnly(body, 'Namespace', 'Namespace');
@@ -571,6 +641,7 @@ export function decodeRegistration(body: JsonObject): Registration {
         DestinationServiceID: pf.DestinationServiceID ?? pf.DestinationServiceName,
         LocalServiceAddress: pf.LocalServiceAddress ?? '',
         LocalServicePort: pf.LocalServicePort ?? 0,
+        ...(pf.MeshGateway === undefined ? {} : { MeshGateway: pf.MeshGateway }),
       },
       pf.Upstreams,
     );
@@ -586,6 +657,7 @@ export function decodeRegistration(body: JsonObject): Registration {
     Tags: tags,
     Meta: optStringMap(body, 'Meta') ?? {},
     Proxy: proxy,
+    ...(tagged === undefined ? {} : { TaggedAddresses: tagged }),
   };
   const checks = decodeChecks(body, '', { id, name }) ?? [];
 
@@ -642,6 +714,7 @@ export function agentServiceJson(s: ServiceRecord, datacenter: string): Record<s
     Weights: { Passing: 1, Warning: 1 },
     EnableTagOverride: false,
     ...(s.Proxy === null ? {} : { Proxy: s.Proxy }),
+    ...(s.TaggedAddresses === undefined ? {} : { TaggedAddresses: s.TaggedAddresses }),
   };
   // What Consul's hash-based blocking compares: the service as registered.
   const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
@@ -843,6 +916,7 @@ export class Catalog {
           Port: s.Port,
           Meta: s.Meta,
           Proxy: s.Proxy,
+          ...(s.TaggedAddresses === undefined ? {} : { TaggedAddresses: s.TaggedAddresses }),
           Namespace: 'default',
           Datacenter: this.#node.Datacenter,
           CreateIndex: e.createIndex,

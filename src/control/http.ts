@@ -34,8 +34,21 @@ export class HttpError extends Error {
 /** Request bodies of the control API are small; 1 MiB is far above any config entry. */
 export const MAX_BODY_BYTES = 1 << 20;
 
+/**
+ * Runs before the routes: answers a request itself (resolves true) or lets the routes have
+ * it (false). The agent forwards `?dc=` requests and a secondary's writes with it.
+ */
+export type Intercept = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean;
+
 export class Router {
   readonly #routes: Route[] = [];
+  #intercept: Intercept | null = null;
+
+  /** Sets the one intercept (see Intercept); its errors are answered like a route's. */
+  intercept(fn: Intercept): this {
+    this.#intercept = fn;
+    return this;
+  }
 
   on(methods: string | readonly string[], path: string, handler: Handler): this {
     const keys: string[] = [];
@@ -52,6 +65,11 @@ export class Router {
     const url = new URL(req.url ?? '/', 'http://agent');
     let pathMatched = false;
     try {
+      if (this.#intercept !== null) {
+        // Most requests are not intercepted and say so synchronously: no extra await for them.
+        const taken = this.#intercept(req, res, url);
+        if (taken === true || (taken !== false && (await taken))) return;
+      }
       for (const route of this.#routes) {
         const m = route.pattern.exec(url.pathname);
         if (m === null) continue;

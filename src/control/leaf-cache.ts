@@ -15,6 +15,7 @@ export type LeafWithKey = IssuedCert & { readonly PrivateKeyPEM: string; readonl
 
 interface Cached {
   readonly cert: LeafWithKey;
+  /** The certificate that signed it (root, or a secondary's intermediate): CaState.signingCertId. */
   readonly rootId: string;
   readonly renewAt: number;
 }
@@ -53,7 +54,7 @@ export class LeafCache {
 
   #current(service: string): Promise<Cached> {
     const c = this.#cache.get(service);
-    if (c !== undefined && c.rootId === this.#ca.activeRoot.id && this.#now() < c.renewAt) return Promise.resolve(c);
+    if (c !== undefined && c.rootId === this.#ca.signingCertId && this.#now() < c.renewAt) return Promise.resolve(c);
     let p = this.#pending.get(service);
     if (p === undefined) {
       p = this.#issue(service).finally(() => this.#pending.delete(service));
@@ -63,13 +64,15 @@ export class LeafCache {
   }
 
   async #issue(service: string): Promise<Cached> {
+    // Read before signing: a leaf signed while the signer changes is re-issued on next read.
+    const signedWith = this.#ca.signingCertId;
     const uri = serviceSpiffeId(this.#ca.trustDomain, 'default', this.#datacenter, service);
     const { csrPem, keyPem } = await createLeafCsr(uri);
     const issued = await this.#ca.sign(csrPem, [service]);
     const index = ++this.#index;
     const cert: LeafWithKey = { ...issued, PrivateKeyPEM: keyPem, CreateIndex: index, ModifyIndex: index };
     const renewIn = renewalDelayMs(Date.parse(issued.ValidAfter), Date.parse(issued.ValidBefore), this.#now(), this.#random());
-    const cached: Cached = { cert, rootId: this.#ca.activeRoot.id, renewAt: this.#now() + renewIn };
+    const cached: Cached = { cert, rootId: signedWith, renewAt: this.#now() + renewIn };
     this.#cache.set(service, cached);
     return cached;
   }

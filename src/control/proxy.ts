@@ -18,7 +18,7 @@ import { renderFamilies, renderPrometheus, type Gauge } from '../metrics/prometh
 import { allocateWorkerGauges, renderRuntime, runtimeFamilies } from '../metrics/runtime.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
 import type { InboundRouting, RoutingSnapshot, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
-import { AgentSession, REGISTER_TTL, chainTargetServices, type HostPort, type ReloadReport } from './agent-session.ts';
+import { AgentSession, REGISTER_TTL, type HostPort, type ReloadReport } from './agent-session.ts';
 import type { AgentClient } from './client.ts';
 import { legacyToRule, type LegacyIntention } from './intentions.ts';
 import { PolicyEngine } from './policy.ts';
@@ -72,11 +72,18 @@ export interface ProxyOptions {
   readonly now?: () => number;
   /** How often the renewal deadline is checked (one coarse timer, not a timer per leaf). */
   readonly renewCheckMs?: number;
+  /** The registration's Proxy.MeshGateway.Mode (-sidecar-for): the mode of upstreams that set none. */
+  readonly meshGatewayMode?: 'none' | 'local' | 'remote';
   /** V8 old-generation limit of each worker, MB (-worker-memory-limit); absent: none. */
   readonly workerMemoryLimitMb?: number;
 }
 
 export type MetricsFormat = 'meshd' | 'envoy';
+
+/** How the proxy-config query names an upstream: `NAME[@DC][~MODE]` (the agent's parseUpstreamQuery). */
+export function upstreamQuery(u: UpstreamSpec): string {
+  return `${u.service ?? u.name}${u.datacenter === undefined ? '' : `@${u.datacenter}`}${u.meshGatewayMode === undefined ? '' : `~${u.meshGatewayMode}`}`;
+}
 
 export interface ProxyAddresses {
   readonly inbound: HostPort | null;
@@ -149,6 +156,7 @@ export class SidecarProxy {
     this.#datacenter = self.value.Config.Datacenter;
     const { certs, watches, signal } = this.#session;
     certs.datacenter = this.#datacenter;
+    this.#session.health.datacenter = this.#datacenter;
     const rootsIndex = await certs.loadRoots();
     await certs.issueLeaf();
     const intentionsIndex = await this.#loadIntentions(0, signal);
@@ -279,11 +287,12 @@ export class SidecarProxy {
    * routing that uses them is published.
    */
   async #loadProxyConfig(index: number, signal: AbortSignal): Promise<number> {
-    const query: Record<string, string | readonly string[]> = { upstream: this.#o.upstreams.map((u) => u.name) };
+    const query: Record<string, string | readonly string[]> = { upstream: this.#o.upstreams.map(upstreamQuery) };
+    if (this.#o.meshGatewayMode !== undefined) query.mode = this.#o.meshGatewayMode;
     const r = await this.#client.json<ProxyConfigBody>('GET', `/v1/internal/meshd/proxy-config/${encodeURIComponent(this.#o.service)}`, { index, query, signal });
     if (index !== 0 && r.index === index) return r.index;
     this.#config = r.value;
-    await this.#session.health.follow(chainTargetServices(Object.values(r.value.Chains)), signal);
+    await this.#session.health.followChains(Object.values(r.value.Chains), signal);
     this.#publishRouting();
     return r.index;
   }
@@ -294,7 +303,7 @@ export class SidecarProxy {
     if (cfg === null) return;
     const upstreams: Record<string, UpstreamRouting> = {};
     for (const u of this.#o.upstreams) {
-      const chain: DataPlaneChain | undefined = cfg.Chains[u.name];
+      const chain: DataPlaneChain | undefined = cfg.Chains[upstreamQuery(u)];
       if (chain === undefined) continue;
       upstreams[u.name] = this.#session.health.upstreamRouting(chain);
     }

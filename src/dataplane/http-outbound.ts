@@ -30,7 +30,7 @@ import { answerLocally, forward } from './http-forward.ts';
 import { expectServer } from './identity.ts';
 import { createBalancer, endpointKey, requestHashKey, type Balancer } from './lb.ts';
 import { CircuitBreaker, OutlierDetector, retryBackoffMs, shouldRetry, type AttemptOutcome } from './resilience.ts';
-import { ADMITTED, type RequestLimiter } from './limits.ts';
+import { ADMITTED, OVER_PRESSURE, PRESSURE_MESSAGE, type RequestLimiter } from './limits.ts';
 import { RouteTable, rewritePath, type RoutableRequest } from './route-match.ts';
 import { SplitPicker } from './split.ts';
 
@@ -109,6 +109,14 @@ const DROP_OUTBOUND: ReadonlySet<string> = new Set([XFCC]);
 /** Errors that mean the request never reached the upstream application. */
 const CONNECT_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'MESHD_CONNECT_TIMEOUT', 'MESHD_UPSTREAM_IDENTITY_MISMATCH']);
 
+/**
+ * A connection pool per instance and what its connections present: one mesh gateway address
+ * serves many targets, each with its own SNI and expected identity.
+ */
+function poolKey(ep: Endpoint): string {
+  return `${ep.service}@${endpointKey(ep)}${ep.sni === undefined ? '' : `/${ep.sni}`}`;
+}
+
 export class HttpUpstream {
   readonly #deps: HttpUpstreamDeps;
   readonly #server: http.Server;
@@ -141,10 +149,10 @@ export class HttpUpstream {
 
   /** The pool for one instance, made on first use. */
   poolFor(ep: Endpoint, connectTimeoutMs: number): Pool {
-    const key = endpointKey(ep);
+    const key = poolKey(ep);
     let pool = this.#pools.get(key);
     if (pool === undefined) {
-      pool = new Pool(`https://${key}`, {
+      pool = new Pool(`https://${endpointKey(ep)}`, {
         connections: this.#maxConnections > 0 ? this.#maxConnections : 1024,
         pipelining: 1,
         keepAliveTimeout: this.#deps.poolIdleMs ?? UPSTREAM_POOL_IDLE_MS,
@@ -162,6 +170,7 @@ export class HttpUpstream {
     const socket = tls.connect({
       host: ep.host,
       port: ep.port,
+      ...(ep.sni === undefined ? {} : { servername: ep.sni }),
       secureContext: context,
       checkServerIdentity: expectServer(ep.service, trustDomain),
       ...(session === undefined ? {} : { session }),
@@ -275,7 +284,7 @@ export class HttpUpstream {
     for (const [id, t] of this.#targets) if (!next.has(id)) clearInterval(t.sweep);
     this.#targets = next;
     const live = new Set<string>();
-    for (const t of next.values()) for (const ep of t.all) live.add(endpointKey(ep));
+    for (const t of next.values()) for (const ep of t.all) live.add(poolKey(ep));
     this.#prunePools(live);
     // Health-aware splits: a split whose target (and its failovers) has no instance gives
     // its share to the others (src/dataplane/split.ts).
@@ -350,9 +359,10 @@ export class HttpUpstream {
     }
     const limiter = this.#deps.limiter;
     if (limiter !== undefined) {
-      if (limiter.admit(null) !== ADMITTED) {
+      const admitted = limiter.admit(null);
+      if (admitted !== ADMITTED) {
         req.resume();
-        answerLocally(res, this.#deps.metrics, start, 503, 'overflow', 'overloaded: too many requests in progress on this listener', { headers: { 'x-meshd-response-flag': 'overflow', 'retry-after': '1' } });
+        answerLocally(res, this.#deps.metrics, start, 503, 'overflow', admitted === OVER_PRESSURE ? PRESSURE_MESSAGE : 'overloaded: too many requests in progress on this listener', { headers: { 'x-meshd-response-flag': 'overflow', 'retry-after': '1' } });
         return;
       }
       res.once('close', () => limiter.release(null));

@@ -17,7 +17,8 @@
 // once: 503 `overflow` (-max-concurrent-requests, per listener), 429 `source_limit`
 // (-max-requests-per-source, the public listener, per calling service's SPIFFE name).
 
-import { connectionStride } from '../metrics/counters.ts';
+import { connectionStride, type DenyReason } from '../metrics/counters.ts';
+import { NO_PRESSURE, type LoadPressure } from './pressure.ts';
 
 export interface ProxyLimits {
   /** Connections open at once over all listeners of the proxy (-max-connections). */
@@ -36,6 +37,8 @@ export interface ProxyLimits {
   readonly tcpIdleTimeoutMs: number;
   /** Pooled connections to upstream sidecars and to the local app idle this long are closed (-upstream-idle-timeout). */
   readonly upstreamIdleTimeoutMs: number;
+  /** A worker whose event loop runs this late sheds new requests and connections; 0: never (-max-event-loop-delay, ./pressure.ts). */
+  readonly maxEventLoopDelayMs: number;
 }
 
 export const DEFAULT_LIMITS: ProxyLimits = {
@@ -50,6 +53,7 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   // Envoy's tcp_proxy idle_timeout default.
   tcpIdleTimeoutMs: 3_600_000,
   upstreamIdleTimeoutMs: 60_000,
+  maxEventLoopDelayMs: 0,
 };
 
 /** The limits a worker was given, completed with the defaults. */
@@ -66,7 +70,17 @@ export const ADMITTED = 0;
 export const OVER_LISTENER = 1;
 export const OVER_PROXY = 2;
 export const OVER_SOURCE = 3;
-export type Admission = typeof ADMITTED | typeof OVER_LISTENER | typeof OVER_PROXY | typeof OVER_SOURCE;
+/** The worker is under pressure (./pressure.ts): its event loop runs late. */
+export const OVER_PRESSURE = 4;
+export type Admission = typeof ADMITTED | typeof OVER_LISTENER | typeof OVER_PROXY | typeof OVER_SOURCE | typeof OVER_PRESSURE;
+
+/** The body of a 503 shed under pressure. */
+export const PRESSURE_MESSAGE = 'overloaded: this proxy is running behind (event-loop delay over -max-event-loop-delay)';
+
+/** Why a connection refused at accept is counted (meshd_connections_denied_total). */
+export function connectionRefusal(a: typeof OVER_LISTENER | typeof OVER_PROXY | typeof OVER_SOURCE | typeof OVER_PRESSURE): DenyReason {
+  return a === OVER_LISTENER ? 'listener_connection_limit' : a === OVER_PRESSURE ? 'overload' : 'proxy_connection_limit';
+}
 
 /** One listener's connection limit in one worker. */
 export interface ConnectionGate {
@@ -98,8 +112,8 @@ export class ConnectionCounts {
     this.#a.fill(0, this.#base, this.#base + this.#stride);
   }
 
-  /** The gate of listener `listener` (0 public, 1..n upstreams), with its own limit. */
-  gate(listener: number, max: number): ConnectionGate {
+  /** The gate of listener `listener` (0 public, 1..n upstreams), with its own limit; under `pressure` it refuses every new connection. */
+  gate(listener: number, max: number, pressure: LoadPressure = NO_PRESSURE): ConnectionGate {
     const a = this.#a;
     const mine = this.#base + 1 + listener;
     const total = this.#base;
@@ -108,6 +122,7 @@ export class ConnectionCounts {
     const maxTotal = this.#maxTotal;
     return {
       tryOpen: () => {
+        if (pressure.underPressure) return OVER_PRESSURE;
         let onListener = 0;
         let all = 0;
         for (let w = 0, o = 0; w < workers; w++, o += stride) {
@@ -139,21 +154,24 @@ export const OPEN_GATE: ConnectionGate = { tryOpen: () => ADMITTED, close: () =>
 export class RequestLimiter {
   readonly #max: number;
   readonly #maxPerSource: number;
+  readonly #pressure: LoadPressure;
   #inFlight = 0;
   readonly #bySource = new Map<string, number>();
 
-  constructor(maxInFlight: number, maxPerSource = Infinity) {
+  constructor(maxInFlight: number, maxPerSource = Infinity, pressure: LoadPressure = NO_PRESSURE) {
     this.#max = maxInFlight;
     this.#maxPerSource = maxPerSource;
+    this.#pressure = pressure;
   }
 
   get inFlight(): number {
     return this.#inFlight;
   }
 
-  /** ADMITTED (counted), OVER_LISTENER or OVER_SOURCE; nothing is counted when refused. */
+  /** ADMITTED (counted), OVER_LISTENER, OVER_SOURCE or OVER_PRESSURE; nothing is counted when refused. */
   admit(source: string | null): Admission {
     if (this.#inFlight >= this.#max) return OVER_LISTENER;
+    if (this.#pressure.underPressure) return OVER_PRESSURE;
     if (source !== null) {
       const n = this.#bySource.get(source) ?? 0;
       if (n >= this.#maxPerSource) return OVER_SOURCE;

@@ -14,7 +14,8 @@ import { HttpUpstream } from './http-outbound.ts';
 import { expectServer, IDENTITY_MISMATCH } from './identity.ts';
 import { listenReusePort, tlsServerOptions } from './inbound.ts';
 import { splice } from './pipe.ts';
-import { ADMITTED, DEFAULT_LIMITS, OPEN_GATE, OVER_LISTENER, RequestLimiter, perWorker, type ConnectionGate, type ProxyLimits } from './limits.ts';
+import type { LoadPressure } from './pressure.ts';
+import { ADMITTED, DEFAULT_LIMITS, OPEN_GATE, RequestLimiter, connectionRefusal, perWorker, type ConnectionGate, type ProxyLimits } from './limits.ts';
 
 export interface OutboundDeps {
   readonly spec: UpstreamSpec;
@@ -34,6 +35,8 @@ export interface OutboundDeps {
   readonly connections?: ConnectionGate;
   /** Workers sharing the request limit (each admits its share); absent: 1. */
   readonly workers?: number;
+  /** The worker's load-shedding judge (./pressure.ts); absent: never sheds. */
+  readonly pressure?: LoadPressure;
 }
 
 /** How many sessions one upstream listener keeps (one per instance; LRU beyond that). */
@@ -129,7 +132,7 @@ export class UpstreamListener {
       tls: () => ({ context: this.#context, trustDomain: this.#trustDomain }),
       keepAliveMs: limits.httpIdleTimeoutMs,
       poolIdleMs: limits.upstreamIdleTimeoutMs,
-      limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, deps.workers ?? 1)),
+      limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, deps.workers ?? 1), Infinity, deps.pressure),
     });
     this.#http.update(routing);
     this.#trustDomain = material.trustDomain;
@@ -187,7 +190,7 @@ export class UpstreamListener {
     client.on('error', noop);
     const admitted = this.#gate.tryOpen();
     if (admitted !== ADMITTED) {
-      this.#deny(client, admitted === OVER_LISTENER ? 'listener_connection_limit' : 'proxy_connection_limit');
+      this.#deny(client, connectionRefusal(admitted));
       return;
     }
     const gate = this.#gate;
@@ -213,11 +216,12 @@ export class UpstreamListener {
     const ep = eps[Math.floor(Math.random() * eps.length)] as Endpoint;
     const checkServer = ep.service === this.#deps.spec.name ? this.#checkServer : expectServer(ep.service, this.#trustDomain);
     const sessions = this.#sessions;
-    const key = sessions === null ? '' : `${ep.service}@${ep.host}:${ep.port}`;
+    const key = sessions === null ? '' : `${ep.service}@${ep.host}:${ep.port}${ep.sni === undefined ? '' : `/${ep.sni}`}`;
     const session = sessions?.get(key);
     const upstream = tls.connect({
       host: ep.host,
       port: ep.port,
+      ...(ep.sni === undefined ? {} : { servername: ep.sni }),
       secureContext: this.#context,
       checkServerIdentity: checkServer,
       ...(session === undefined ? {} : { session }),

@@ -1,5 +1,8 @@
 // `meshd connect gateway -ingress -service NAME`: runs an ingress gateway (./ingress.ts) for
-// the ingress-gateway config entry NAME. Flags as Consul's `consul connect envoy -gateway`
+// the ingress-gateway config entry NAME. `meshd connect gateway -mesh -service NAME -address
+// HOST:PORT [-wan-address HOST:PORT]` runs a mesh gateway (./mesh.ts): SNI routing, TLS passed
+// through, no key; ready line `meshd gateway ready: service=NAME identity=spiffe://… lan=HOST:PORT
+// wan=HOST:PORT metrics=HOST:PORT workers=N`. Flags as Consul's `consul connect envoy -gateway`
 // where they exist (-service, -address, -register), plus the sidecar's (-workers,
 // -metrics-addr, -access-log, -tls-min-version, -drain-timeout, -worker-memory-limit) and the
 // HTTP API flags (-http-addr, -token, -token-file). SIGTERM/SIGINT drain, SIGHUP reloads, as
@@ -11,7 +14,7 @@ import { ApiError } from '../control/client.ts';
 import { parseDuration } from '../control/decode.ts';
 import { HTTP_API_FLAGS, apiClient, apiToken } from '../cli/http-api.ts';
 import { DATA_PLANE_SERVE_FLAGS, describeReload, parseDataPlaneServeFlags, serveSignals } from '../cli/serve.ts';
-import { parseFlags, parseHostPort, parseWorkers, usageText, UsageError, type FlagSpecs } from '../cli/flags.ts';
+import { parseFlags, parseHostPort, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from '../cli/flags.ts';
 
 export interface GatewayCliIo {
   readonly out: (text: string) => void;
@@ -22,12 +25,13 @@ export interface GatewayCliIo {
 export const GATEWAY_FLAGS: FlagSpecs = {
   ...HTTP_API_FLAGS,
   ingress: { kind: 'bool', help: 'Run an ingress gateway: the listeners and services of the ingress-gateway config entry named by -service' },
-  mesh: { kind: 'bool', help: 'Run a mesh gateway (not supported yet)' },
-  service: { kind: 'string', help: 'Name of the gateway: its ingress-gateway config entry, its identity (svc/NAME) and its catalog name', placeholder: 'NAME' },
-  address: { kind: 'string', help: 'Host every listener binds (0.0.0.0 for all interfaces)', placeholder: 'HOST', default: '127.0.0.1' },
+  mesh: { kind: 'bool', help: 'Run a mesh gateway: routes TLS connections by SNI to local services and to other datacenters\' gateways, without terminating TLS' },
+  service: { kind: 'string', help: 'Name of the gateway: its catalog name; for -ingress also its ingress-gateway config entry and identity (svc/NAME)', placeholder: 'NAME' },
+  address: { kind: 'string', help: '-ingress: the HOST every listener binds (default 127.0.0.1; 0.0.0.0 for all interfaces). -mesh: HOST:PORT of the LAN listener (port 0: any free port)', placeholder: 'HOST|HOST:PORT' },
+  'wan-address': { kind: 'string', help: '-mesh: HOST:PORT of the WAN listener other datacenters dial (default: the -address listener serves both)', placeholder: 'HOST:PORT' },
   workers: { kind: 'string', help: 'Data-plane worker threads (default: available parallelism)', placeholder: 'N', env: 'MESHD_WORKERS' },
   'metrics-addr': { kind: 'string', help: 'Address to serve Prometheus /metrics on', placeholder: 'HOST:PORT' },
-  register: { kind: 'bool', help: 'Register the gateway in the agent catalog (Kind ingress-gateway, TTL heartbeat)' },
+  register: { kind: 'bool', help: 'Register the gateway in the agent catalog (Kind ingress-gateway or mesh-gateway, TTL heartbeat)' },
   'access-log': { kind: 'string', help: 'Write one JSON line per HTTP request and per TCP connection to stdout, stderr or a file; off by default', placeholder: 'stdout|stderr|PATH' },
   'tls-min-version': { kind: 'string', help: 'Lowest TLS version of the mTLS connections to the mesh: TLSv1_3, or TLSv1_2', placeholder: 'VERSION', default: 'TLSv1_3' },
   'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation', placeholder: 'DURATION', default: '30s' },
@@ -37,12 +41,15 @@ export const GATEWAY_FLAGS: FlagSpecs = {
 const SERVICE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliIo): Promise<number> {
-  const usage = usageText('connect gateway', '-ingress -service NAME [options]', GATEWAY_FLAGS);
+  const usage = usageText('connect gateway', '-ingress -service NAME [options] | -mesh -service NAME -address HOST:PORT [-wan-address HOST:PORT] [options]', GATEWAY_FLAGS);
   if (argv.some((a) => a === '-h' || a === '-help' || a === '--help')) return (io.out(usage), 0);
   const f = parseFlags(argv, GATEWAY_FLAGS);
   if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
-  if (f.bools.get('mesh') === true) throw new UsageError('-mesh: mesh gateways are not supported yet; meshd runs ingress gateways (-ingress)');
-  if (f.bools.get('ingress') !== true) throw new UsageError('give -ingress: meshd connect gateway runs ingress gateways');
+  const mesh = f.bools.get('mesh') === true;
+  if (mesh && f.bools.get('ingress') === true) throw new UsageError('give one of -ingress and -mesh');
+  if (mesh) return cmdMeshGateway(f, io);
+  if (f.bools.get('ingress') !== true) throw new UsageError('give -ingress (an ingress gateway) or -mesh (a mesh gateway)');
+  if (f.strings.has('wan-address')) throw new UsageError('-wan-address is for mesh gateways (-mesh)');
   const name = f.strings.get('service');
   if (name === undefined) throw new UsageError('-service is required: the name of the ingress-gateway config entry');
   if (!SERVICE_RE.test(name)) throw new UsageError(`-service ${JSON.stringify(name)} is not a valid service name`);
@@ -118,4 +125,74 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
   await gateway.stop({ drainTimeoutMs: serve.drainTimeoutMs });
   io.log('[INFO] gateway: drained, exiting');
   return 0;
+}
+
+/** `-mesh`: a mesh gateway (./mesh.ts). */
+async function cmdMeshGateway(f: ParsedFlags, io: GatewayCliIo): Promise<number> {
+  const name = f.strings.get('service');
+  if (name === undefined) throw new UsageError('-service is required: the mesh gateway\'s catalog name (for example mesh-gateway)');
+  if (!SERVICE_RE.test(name)) throw new UsageError(`-service ${JSON.stringify(name)} is not a valid service name`);
+  const addressRaw = f.strings.get('address');
+  if (addressRaw === undefined) throw new UsageError('-address HOST:PORT is required with -mesh: the LAN listener (port 0: any free port)');
+  const lan = parseHostPort(addressRaw, 'address');
+  const wanRaw = f.strings.get('wan-address');
+  const wan = wanRaw === undefined ? null : parseHostPort(wanRaw, 'wan-address');
+  // -tls-min-version, -ca-change-jitter and -access-log have defaults and no meaning here: the
+  // gateway makes no TLS connection of its own and logs no HTTP request.
+  const metricsRaw = f.strings.get('metrics-addr');
+  const workers = parseWorkers(f.strings.get('workers'));
+  const serve = parseDataPlaneServeFlags(f);
+  const signals = serveSignals('gateway', io.log);
+  const { MeshGateway } = await import('./mesh.ts');
+  const client = apiClient(f);
+  const gateway = new MeshGateway({
+    name,
+    lan,
+    wan,
+    client,
+    workers,
+    metricsAddr: metricsRaw === undefined ? null : parseHostPort(metricsRaw, 'metrics-addr'),
+    register: f.bools.get('register') === true,
+    log: io.log,
+    workerMemoryLimitMb: serve.workerMemoryLimitMb,
+  });
+  let addrs;
+  try {
+    addrs = await gateway.start();
+  } catch (e) {
+    await gateway.stop().catch(() => undefined);
+    if (e instanceof ApiError && e.status === 403) {
+      io.err(`meshd connect gateway: the agent refuses to let this gateway act as service "${name}" (HTTP 403): ${e.message}`);
+      return 1;
+    }
+    if ((e as { code?: string }).code === 'EADDRINUSE') {
+      io.err(`meshd connect gateway: ${wan === null ? '-address' : '-address or -wan-address'} is already in use (${(e as Error).message})`);
+      return 1;
+    }
+    throw e;
+  }
+  const parts = [`service=${name}`, `identity=${addrs.identity}`, `lan=${hostPort(addrs.lan)}`, `wan=${hostPort(addrs.wan)}`];
+  if (addrs.metrics !== null) parts.push(`metrics=${hostPort(addrs.metrics)}`);
+  parts.push(`workers=${workers}`);
+  io.out(`meshd gateway ready: ${parts.join(' ')}`);
+  signals.onReload(() => {
+    try {
+      client.setToken(apiToken(f));
+    } catch (e) {
+      io.log(`[WARN] gateway: reload: cannot read the token, keeping the current one: ${(e as Error).message}`);
+    }
+    gateway.reload().then(
+      (r) => io.log(`[${r.failedWatches === 0 && r.registered ? 'INFO' : 'WARN'}] gateway: reloaded: re-read ${r.watches - r.failedWatches} of ${r.watches} watches${r.registered ? '' : '; registering again failed'}; listeners and open connections untouched`),
+      (e: Error) => io.log(`[ERROR] gateway: reload failed: ${e.message}`),
+    );
+  });
+  const sig = await signals.until();
+  io.log(`[INFO] gateway: caught ${sig}, deregistering and draining for up to ${serve.drainTimeoutMs} ms (send it again to exit at once)`);
+  await gateway.stop({ drainTimeoutMs: serve.drainTimeoutMs });
+  io.log('[INFO] gateway: drained, exiting');
+  return 0;
+}
+
+function hostPort(a: { readonly host: string; readonly port: number }): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }

@@ -17,7 +17,7 @@
 
 import { DEFAULT_PASSIVE_HEALTH_CHECK, type DataPlaneChain } from '../chain/types.ts';
 import { WILDCARD_SERVICE, type IngressListener, type IngressListenerProtocol, type IngressService } from '../config/ingress-gateway.ts';
-import { AgentSession, REGISTER_TTL, chainTargetServices, type HostPort, type ReloadReport } from '../control/agent-session.ts';
+import { AgentSession, REGISTER_TTL, type HostPort, type ReloadReport } from '../control/agent-session.ts';
 import type { AgentClient } from '../control/client.ts';
 import { PolicyEngine } from '../control/policy.ts';
 import { allocateCounters, counterBlock } from '../metrics/counters.ts';
@@ -139,6 +139,7 @@ export class IngressGateway {
     const self = await this.#client.json<{ Config: { Datacenter: string } }>('GET', '/v1/agent/self');
     const { certs, watches, signal } = this.#session;
     certs.datacenter = self.value.Config.Datacenter;
+    this.#session.health.datacenter = self.value.Config.Datacenter;
     const configIndex = await this.#loadConfig(0, signal);
     const entry = this.#config?.Entry ?? null;
     if (entry === null) {
@@ -266,7 +267,7 @@ export class IngressGateway {
     this.#config = r.value;
     for (const [service, why] of Object.entries(r.value.ChainErrors)) this.#o.log(`[WARN] gateway: the discovery chain of ${service} does not compile, not exposed: ${why}`);
     if (this.#supervisor !== null) this.#checkListenerSet();
-    await this.#session.health.follow(chainTargetServices(Object.values(r.value.Chains)), signal);
+    await this.#session.health.followChains(Object.values(r.value.Chains), signal);
     this.#publishRouting();
     return r.index;
   }

@@ -31,6 +31,8 @@ export type Direction = (typeof DIRECTIONS)[number];
  *   upstream listener); closed at accept, before any TLS or HTTP work
  * - proxy_connection_limit: the proxy already had -max-connections open over all its
  *   listeners; closed at accept
+ * - overload: the worker's event loop ran later than -max-event-loop-delay
+ *   (src/dataplane/pressure.ts); closed at accept
  */
 export const DENY_REASONS = [
   'intention',
@@ -45,6 +47,7 @@ export const DENY_REASONS = [
   'late_rejection',
   'listener_connection_limit',
   'proxy_connection_limit',
+  'overload',
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 

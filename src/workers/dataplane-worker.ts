@@ -13,7 +13,10 @@ import { startLagMonitor, workerGaugeBlock } from '../metrics/runtime.ts';
 import { InboundListener, configureTls } from '../dataplane/inbound.ts';
 import { UpstreamListener } from '../dataplane/outbound.ts';
 import { IngressHttpListener } from '../gateway/ingress-listener.ts';
+import { MeshGatewayListener } from '../gateway/mesh-listener.ts';
+import { meshMetricsRegion } from '../metrics/mesh-gateway.ts';
 import { ConnectionCounts, withDefaults } from '../dataplane/limits.ts';
+import { LoadPressure, NO_PRESSURE } from '../dataplane/pressure.ts';
 import type { FromWorker, RoutingSnapshot, ToWorker, WorkerInit } from './messages.ts';
 
 if (parentPort === null) throw new Error('dataplane-worker.ts must run as a worker thread');
@@ -23,7 +26,10 @@ let inbound: InboundListener | null = null;
 const upstreams = new Map<string, UpstreamListener>();
 /** An ingress gateway's http listeners (../gateway/ingress-listener.ts), by name. */
 const ingress = new Map<string, IngressHttpListener>();
+/** A mesh gateway's SNI-routed listeners (../gateway/mesh-listener.ts), by name. */
+const mesh = new Map<string, MeshGatewayListener>();
 let routingVersion = -1;
+let pressure: LoadPressure = NO_PRESSURE;
 let stopLagMonitor: (() => void) | null = null;
 /** This worker's request-duration histograms (WebAssembly), one per listener. */
 let latency: LatencyRecorder | null = null;
@@ -41,6 +47,7 @@ function applyRouting(r: RoutingSnapshot): void {
     const ir = r.ingress?.[name];
     if (ir !== undefined) l.updateRouting(ir);
   }
+  if (r.mesh !== undefined) for (const l of mesh.values()) l.updateRouting(r.mesh);
 }
 
 function send(msg: FromWorker): void {
@@ -65,9 +72,13 @@ async function init(msg: WorkerInit): Promise<void> {
   const limits = withDefaults(msg.limits);
   const workers = msg.workers ?? 1;
   const conns = new ConnectionCounts(msg.connectionCounts ?? null, msg.index, workers, 1 + msg.upstreams.length, limits.maxConnections);
+  // Shedding by event-loop delay (-max-event-loop-delay, ../dataplane/pressure.ts): one judge per worker.
+  pressure.stop();
+  pressure = new LoadPressure(limits.maxEventLoopDelayMs);
+  pressure.start();
   if (msg.inbound !== null) {
     inbound = new InboundListener(
-      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, ...(msg.maxConcurrentHandshakes === undefined ? {} : { maxConcurrentHandshakes: msg.maxConcurrentHandshakes }), l7: l7Block(msg.l7Metrics, msg.index, listeners, 0), limits, workers, connections: conns.gate(0, limits.maxInboundConnections) },
+      { spec: msg.inbound, service: msg.service, policy, counters, connectTimeoutMs: msg.connectTimeoutMs, handshakeTimeoutMs: msg.handshakeTimeoutMs, ...(msg.maxConcurrentHandshakes === undefined ? {} : { maxConcurrentHandshakes: msg.maxConcurrentHandshakes }), l7: l7Block(msg.l7Metrics, msg.index, listeners, 0), limits, workers, pressure, connections: conns.gate(0, limits.maxInboundConnections, pressure) },
       msg.tls,
       msg.routing.inbound,
     );
@@ -75,6 +86,24 @@ async function init(msg: WorkerInit): Promise<void> {
   }
   const ports: Record<string, number> = {};
   for (const [i, spec] of msg.upstreams.entries()) {
+    const mg = msg.meshGateway;
+    if (mg?.listeners.includes(spec.name) === true) {
+      const l = new MeshGatewayListener(
+        {
+          spec,
+          counters,
+          mesh: meshMetricsRegion(mg.metrics, msg.index, mg.destinations),
+          connectTimeoutMs: msg.connectTimeoutMs,
+          sniTimeoutMs: mg.sniTimeoutMs,
+          tcpIdleTimeoutMs: limits.tcpIdleTimeoutMs,
+          connections: conns.gate(1 + i, limits.maxInboundConnections),
+        },
+        msg.routing.mesh ?? { datacenter: '', trustDomain: '', services: {}, datacenters: {} },
+      );
+      mesh.set(spec.name, l);
+      ports[spec.name] = await l.listen(spec.port);
+      continue;
+    }
     if (msg.ingress?.includes(spec.name) === true) {
       const ir = msg.routing.ingress?.[spec.name] ?? { services: [] };
       const block = (b: number): Float64Array => l7Block(msg.l7Metrics, msg.index, listeners, b);
@@ -85,7 +114,7 @@ async function init(msg: WorkerInit): Promise<void> {
     }
     const routing = msg.routing.upstreams[spec.name];
     if (routing === undefined) throw new Error(`no routing for upstream ${spec.name}`);
-    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, tlsSessionResumption: msg.tlsSessionResumption !== false, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i), limits, workers, connections: conns.gate(1 + i, limits.maxUpstreamConnections) }, msg.tls, routing);
+    const l = new UpstreamListener({ spec, counters, connectTimeoutMs: msg.connectTimeoutMs, tlsSessionResumption: msg.tlsSessionResumption !== false, l7: l7Block(msg.l7Metrics, msg.index, listeners, 1 + i), limits, workers, pressure, connections: conns.gate(1 + i, limits.maxUpstreamConnections, pressure) }, msg.tls, routing);
     upstreams.set(spec.name, l);
     ports[spec.name] = await l.listen(spec.port);
   }
@@ -99,7 +128,7 @@ async function init(msg: WorkerInit): Promise<void> {
  * this thread on `drained`, which cuts any tcp connection left.
  */
 async function drain(timeoutMs: number): Promise<void> {
-  const listeners = [...(inbound === null ? [] : [inbound]), ...upstreams.values(), ...ingress.values()];
+  const listeners = [...(inbound === null ? [] : [inbound]), ...upstreams.values(), ...ingress.values(), ...mesh.values()];
   const drained = Promise.all(listeners.map((l) => l.drain()));
   let deadline: NodeJS.Timeout | undefined;
   const late = await Promise.race([drained.then(() => false), new Promise<boolean>((resolve) => (deadline = setTimeout(() => resolve(true), timeoutMs)))]);

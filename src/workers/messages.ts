@@ -27,6 +27,11 @@ export interface Endpoint {
   readonly port: number;
   /** The service whose SPIFFE ID the server must present. */
   readonly service: string;
+  /**
+   * The TLS SNI to send: the chain target's name (`[<subset>.]<service>.default.<dc>.internal.<td>`).
+   * A mesh gateway routes on it; a sidecar ignores it. Absent: none sent.
+   */
+  readonly sni?: string;
 }
 
 export interface InboundSpec {
@@ -37,9 +42,16 @@ export interface InboundSpec {
 }
 
 export interface UpstreamSpec {
+  /** The listener's key (metrics label, routing snapshot key): NAME, or NAME@DC. */
   readonly name: string;
   readonly host: string;
   readonly port: number;
+  /** The destination service when it is not `name` (an upstream in another datacenter). */
+  readonly service?: string;
+  /** The datacenter the upstream's chain is evaluated in; absent: the local one. */
+  readonly datacenter?: string;
+  /** The upstream definition's MeshGateway.Mode (a registration's Proxy.Upstreams[]); absent: not set. */
+  readonly meshGatewayMode?: 'none' | 'local' | 'remote';
 }
 
 /** The local service's HTTP settings (service-defaults) and L7 intentions, for the public listener. */
@@ -91,6 +103,8 @@ export interface RoutingSnapshot {
   readonly upstreams: Readonly<Record<string, UpstreamRouting>>;
   /** An ingress gateway's http listeners, by listener (upstream spec) name. Absent: none. */
   readonly ingress?: Readonly<Record<string, IngressRouting>>;
+  /** A mesh gateway's SNI routes (every mesh listener shares them). Absent: not a mesh gateway. */
+  readonly mesh?: MeshGatewayRouting;
 }
 
 export interface WorkerInit {
@@ -136,6 +150,12 @@ export interface WorkerInit {
   readonly connectionCounts?: SharedArrayBuffer;
   /** Workers in the proxy (each admits its share of the request limits); absent: 1. */
   readonly workers?: number;
+  /**
+   * A mesh gateway: which `upstreams` are its SNI-routed listeners (../gateway/mesh-listener.ts,
+   * routed by `routing.mesh`), its own counters (../metrics/mesh-gateway.ts) and how long a
+   * connection may take to send its ClientHello. Absent: not a mesh gateway.
+   */
+  readonly meshGateway?: MeshGatewayWorkerInit;
 }
 
 export type ToWorker =
@@ -161,3 +181,33 @@ export type FromWorker =
   /** The durations recorded since the previous answer (../metrics/latency.ts); null: none kept. */
   | { readonly type: 'latency'; readonly seq: number; readonly delta: LatencyDelta | null }
   | { readonly type: 'drained' };
+
+// ------------------------------------------------------------------------------ mesh gateway
+
+/** One place a mesh gateway forwards to: a local service (or subset), or another datacenter. */
+export interface MeshDestination {
+  /** Sidecars' public listeners, or the other datacenter's mesh gateways. */
+  readonly endpoints: readonly { readonly host: string; readonly port: number }[];
+  /** Its block of per-destination counters (../metrics/mesh-gateway.ts; fixed for the process's life). */
+  readonly block: number;
+}
+
+/** A mesh gateway's routing (../gateway/mesh-route.ts); names and keys lower-case. */
+export interface MeshGatewayRouting {
+  readonly datacenter: string;
+  readonly trustDomain: string;
+  /** By exact SNI (`[<subset>.]<service>.default.<dc>.internal.<td>`). */
+  readonly services: Readonly<Record<string, MeshDestination>>;
+  /** By datacenter name (never the local one). */
+  readonly datacenters: Readonly<Record<string, MeshDestination>>;
+}
+
+export interface MeshGatewayWorkerInit {
+  /** Names of the `upstreams` that are mesh gateway listeners. */
+  readonly listeners: readonly string[];
+  readonly metrics: SharedArrayBuffer;
+  /** Destination blocks per worker in `metrics`. */
+  readonly destinations: number;
+  /** A connection that has not sent a whole ClientHello by then is closed (sni_timeout). */
+  readonly sniTimeoutMs: number;
+}

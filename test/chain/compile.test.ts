@@ -62,6 +62,9 @@ test('no entries: tcp, resolver only, one catch-all route to the service, 5 s co
         requestTimeoutMs: 0,
         loadBalancer: { policy: 'round_robin', choiceCount: 2, minimumRingSize: 1024, maximumRingSize: 8388608, hashPolicies: [] },
         failover: [],
+        datacenter: DC,
+        sni: '',
+        meshGatewayMode: 'none',
       },
     },
     limits: { maxConnections: 0, maxPendingRequests: 0, maxConcurrentRequests: 0 },
@@ -229,13 +232,56 @@ test('redirect: followed once per resolver (a redirect to a subset of itself sto
     'service-resolver/b.Redirect',
     /detected circular resolver redirect: \[a\.default\.default\.dc1 -> b\.default\.default\.dc1 -> a\.default\.default\.dc1\]/,
   );
-  // A redirect to the local datacenter is fine; to another one is refused, naming the field.
+  // A redirect names the local datacenter or another one; the target lands there.
   assert.deepEqual(splits(compileChain(entries({ Kind: 'service-resolver', Name: 'web', Redirect: { Service: 'api', Datacenter: DC } }), 'web', OPTS).dataPlane), [[10000, id('api')]]);
-  compileError(
-    () => compileChain(entries({ Kind: 'service-resolver', Name: 'web', Redirect: { Service: 'api', Datacenter: 'dc2' } }), 'web', OPTS),
-    'service-resolver/web.Redirect.Datacenter',
-    /a redirect to datacenter "dc2" is not supported: meshd runs a single datacenter \("dc1"\)/,
+  assert.deepEqual(splits(compileChain(entries({ Kind: 'service-resolver', Name: 'web', Redirect: { Service: 'api', Datacenter: 'dc2' } }), 'web', OPTS).dataPlane), [[10000, 'api.default.default.dc2']]);
+});
+
+test('datacenters: a chain evaluated in another datacenter, its SNI, cross-DC redirect and failover', () => {
+  const TD = '11111111-2222-3333-4444-555555555555.consul';
+  const remote = compileChain([], 'api', { datacenter: DC, evaluateInDatacenter: 'dc2', trustDomain: TD });
+  const t = remote.dataPlane.targets['api.default.default.dc2'];
+  assert.ok(t !== undefined, JSON.stringify(Object.keys(remote.dataPlane.targets)));
+  assert.equal(t.datacenter, 'dc2');
+  assert.equal(t.sni, `api.default.dc2.internal.${TD}`);
+  assert.equal(t.meshGatewayMode, 'none');
+  // Consul's JSON: the chain reports the local datacenter, its target the remote one.
+  const chain = remote.consul.Chain as { Datacenter: string; Targets: Record<string, { Datacenter: string; SNI: string }> };
+  assert.equal(chain.Datacenter, DC);
+  assert.deepEqual([chain.Targets['api.default.default.dc2']?.Datacenter, chain.Targets['api.default.default.dc2']?.SNI], ['dc2', `api.default.dc2.internal.${TD}`]);
+  // Failover to other datacenters, in order; the same service and subset there; the primary's dc dropped.
+  const es = entries(
+    { Kind: 'service-resolver', Name: 'api', Subsets: { v1: { Filter: 'Service.Meta.version == v1' } }, Failover: { '*': { Datacenters: ['dc2', 'dc1', 'dc3'] } } },
+    { Kind: 'service-resolver', Name: 'web', Failover: { '*': { Targets: [{ Service: 'api', ServiceSubset: 'v1', Datacenter: 'dc3' }] } } },
   );
+  const api = compileChain(es, 'api', { datacenter: DC, evaluateInDatacenter: 'dc2', trustDomain: TD }).dataPlane;
+  assert.deepEqual(api.targets['api.default.default.dc2']?.failover, ['api.default.default.dc1', 'api.default.default.dc3']);
+  assert.equal(api.targets['api.default.default.dc3']?.sni, `api.default.dc3.internal.${TD}`);
+  const web = compileChain(es, 'web', { datacenter: DC, trustDomain: TD }).dataPlane;
+  assert.deepEqual(web.targets[id('web')]?.failover, ['v1.api.default.default.dc3']);
+  assert.equal(web.targets['v1.api.default.default.dc3']?.sni, `v1.api.default.dc3.internal.${TD}`);
+  assert.equal(web.targets['v1.api.default.default.dc3']?.filter, 'Service.Meta.version == v1');
+});
+
+test('mesh-gateway mode: the upstream override, then the downstream service-defaults, the target service-defaults, proxy-defaults; none by default', () => {
+  const mode = (es: ConfigEntry[], override: '' | 'none' | 'local' | 'remote' = ''): string | undefined =>
+    compileChain(es, 'api', { datacenter: DC, evaluateInDatacenter: 'dc2', downstream: 'web', overrideMeshGatewayMode: override }).dataPlane.targets['api.default.default.dc2']?.meshGatewayMode;
+  const pd = { Kind: 'proxy-defaults', Name: 'global', MeshGateway: { Mode: 'remote' } };
+  const target = { Kind: 'service-defaults', Name: 'api', MeshGateway: { Mode: 'local' } };
+  const down = { Kind: 'service-defaults', Name: 'web', MeshGateway: { Mode: 'none' } };
+  assert.equal(mode([]), 'none');
+  assert.equal(mode(entries(pd)), 'remote');
+  assert.equal(mode(entries(pd, target)), 'local');
+  assert.equal(mode(entries(pd, target, { ...down, MeshGateway: { Mode: 'remote' } })), 'remote');
+  assert.equal(mode(entries(pd, target, down)), 'none');
+  assert.equal(mode(entries(pd, target, down), 'local'), 'local');
+  // Consul's JSON shows the mode in force on each target.
+  const consul = compileChain(entries(pd), 'api', { datacenter: DC, evaluateInDatacenter: 'dc2' }).consul.Chain as { Targets: Record<string, { MeshGateway: unknown }> };
+  assert.deepEqual(consul.Targets['api.default.default.dc2']?.MeshGateway, { Mode: 'remote' });
+  // proxy-defaults: one entry named global; Envoy-only fields are refused, naming the field.
+  assert.throws(() => decodeConfigEntry({ Kind: 'proxy-defaults', Name: 'web' }), (e: unknown) => e instanceof FieldError && e.field === 'Name');
+  assert.throws(() => decodeConfigEntry({ Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } }), (e: unknown) => e instanceof FieldError && e.field === 'Config');
+  assert.throws(() => decodeConfigEntry({ Kind: 'proxy-defaults', Name: 'global', MeshGateway: { Mode: 'sideways' } }), (e: unknown) => e instanceof FieldError && e.field === 'MeshGateway.Mode');
 });
 
 test('failover: by subset or "*", Service / ServiceSubset / Targets, ordered, resolved, never the primary or a target twice', () => {
@@ -270,21 +316,15 @@ test('failover: by subset or "*", Service / ServiceSubset / Targets, ordered, re
   assert.deepEqual((nodes[`resolver:${id('v3.web')}`]?.Resolver as Record<string, unknown>).Failover, { Targets: [id('v1.web'), id('backup')] });
 });
 
-test('failover Datacenters: only the local one, which adds nothing; another datacenter is refused', () => {
+test('failover Datacenters: the local one adds nothing; repeats collapse; others are tried in order', () => {
   const local = compileChain(entries({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Datacenters: [DC] } } }), 'web', OPTS);
   assert.deepEqual(local.dataPlane.targets[id('web')]?.failover, []);
   const withService = compileChain(entries({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Service: 'web-backup', Datacenters: [DC, DC] } } }), 'web', OPTS);
   assert.deepEqual(withService.dataPlane.targets[id('web')]?.failover, [id('web-backup')]);
-  compileError(
-    () => compileChain(entries({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Datacenters: [DC, 'dc2'] } } }), 'web', OPTS),
-    'service-resolver/web.Failover.*.Datacenters[1]',
-    /failover to datacenter "dc2" is not supported/,
-  );
-  compileError(
-    () => compileChain(entries({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Targets: [{ Datacenter: 'dc3' }] } } }), 'web', OPTS),
-    'service-resolver/web.Failover.*.Targets[0].Datacenter',
-    /failover to datacenter "dc3" is not supported/,
-  );
+  const remote = compileChain(entries({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Datacenters: [DC, 'dc2'] } } }), 'web', OPTS);
+  assert.deepEqual(remote.dataPlane.targets[id('web')]?.failover, ['web.default.default.dc2']);
+  const target = compileChain(entries({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Targets: [{ Datacenter: 'dc3' }] } } }), 'web', OPTS);
+  assert.deepEqual(target.dataPlane.targets[id('web')]?.failover, ['web.default.default.dc3']);
 });
 
 test('a subset that does not exist on the resolver is a compile error naming the entry that asked for it', () => {

@@ -5,7 +5,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FieldError } from '../../src/control/decode.ts';
 import {
-  checkResolverDatacenters,
   decodeConfigEntry,
   encodeConfigEntry,
   parseConfigEntryText,
@@ -92,13 +91,12 @@ Redirect {
   );
   assert.deepEqual(e.redirect, { service: 'web', serviceSubset: '', datacenter: 'dc2' });
   assert.throws(
-    () => checkResolverDatacenters(e, 'dc1'),
-    (err: unknown) => err instanceof FieldError && err.field === 'Redirect.Datacenter' && /a redirect to datacenter "dc2" is not supported: meshd runs a single datacenter \("dc1"\)/.test(err.message),
+    () => decodeConfigEntry({ Kind: 'service-resolver', Name: 'web-dc2', Redirect: { Service: 'web', Datacenter: 'DC2.x' } }),
+    (err: unknown) => err instanceof FieldError && err.field === 'Redirect.Datacenter' && /"DC2\.x" is not a valid datacenter name/.test(err.message),
   );
-  checkResolverDatacenters(e, 'dc2');
 });
 
-test('docs: failover by subset to other datacenters; the local datacenter passes the check', async () => {
+test('docs: failover by subset to other datacenters; datacenter names are SNI labels', async () => {
   const e = await pair(
     `
 Kind           = "service-resolver"
@@ -124,10 +122,14 @@ Failover = {
   );
   assert.equal(e.connectTimeoutMs, 15000);
   assert.deepEqual(e.failover['*'], { service: '', serviceSubset: '', datacenters: ['dc3', 'dc4'], targets: [], policyMode: '' });
-  assert.throws(() => checkResolverDatacenters(e, 'dc2'), (err: unknown) => err instanceof FieldError && err.field === 'Failover.*.Datacenters[0]');
-  assert.throws(() => checkResolverDatacenters(e, 'dc3'), (err: unknown) => err instanceof FieldError && err.field === 'Failover.*.Datacenters[1]');
-  const local = decodeConfigEntry({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Datacenters: ['dc1'], Targets: [] } } }) as ServiceResolverEntry;
-  checkResolverDatacenters(local, 'dc1');
+  assert.throws(
+    () => decodeConfigEntry({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Datacenters: ['dc2', 'dc 3'] } } }),
+    (err: unknown) => err instanceof FieldError && err.field === 'Failover.*.Datacenters[1]',
+  );
+  assert.throws(
+    () => decodeConfigEntry({ Kind: 'service-resolver', Name: 'web', Failover: { '*': { Targets: [{ Service: 'api', Datacenter: '-dc' }] } } }),
+    (err: unknown) => err instanceof FieldError && err.field === 'Failover.*.Targets[0].Datacenter',
+  );
 });
 
 test('docs: failover Targets with a cluster peer is refused; without the peer it decodes', async () => {

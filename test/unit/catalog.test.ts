@@ -76,7 +76,7 @@ test('decodeRegistration: Name is required and validated', () => {
 });
 
 test('decodeRegistration: Kind is "" or connect-proxy; connect-proxy requires Proxy; Proxy requires the kind', () => {
-  assert.throws(() => decodeRegistration({ Name: 'gw', Kind: 'mesh-gateway' }), isFieldError('Kind', /unsupported kind "mesh-gateway"/));
+  assert.throws(() => decodeRegistration({ Name: 'gw', Kind: 'terminating-gateway' }), isFieldError('Kind', /unsupported kind "terminating-gateway"/));
   assert.throws(() => decodeRegistration({ Name: 'p', Kind: 'connect-proxy' }), isFieldError('Proxy', /is required/));
   assert.throws(() => decodeRegistration({ Name: 'p', Kind: 'connect-proxy', Proxy: {} }), isFieldError('Proxy.DestinationServiceName', /is required/));
   assert.throws(

@@ -197,6 +197,11 @@ test('parseUpstream reads NAME:PORT, NAME:HOST:PORT and NAME.service:PORT', () =
   assert.deepEqual(parseUpstream('api:9191'), { name: 'api', host: '127.0.0.1', port: 9191 });
   assert.deepEqual(parseUpstream('api:10.0.0.1:80'), { name: 'api', host: '10.0.0.1', port: 80 });
   assert.deepEqual(parseUpstream('api.service:80'), { name: 'api', host: '127.0.0.1', port: 80 });
+  // meshd's @DC: the key names the datacenter, the service is kept apart.
+  assert.deepEqual(parseUpstream('api@dc2:9191'), { name: 'api@dc2', service: 'api', datacenter: 'dc2', host: '127.0.0.1', port: 9191 });
+  assert.deepEqual(parseUpstream('api.service@dc2:10.0.0.1:80'), { name: 'api@dc2', service: 'api', datacenter: 'dc2', host: '10.0.0.1', port: 80 });
+  assert.throws(() => parseUpstream('api@DC2:80'), /not a datacenter name/);
+  assert.throws(() => parseUpstream('api@:80'), /not a datacenter name/);
   assert.deepEqual(parseUpstream('api.service:0.0.0.0:81'), { name: 'api', host: '0.0.0.0', port: 81 });
   assert.deepEqual(parseUpstream('my-api_v2:1'), { name: 'my-api_v2', host: '127.0.0.1', port: 1 });
   // A dotted name that is not the .service suffix keeps its dots.
@@ -206,7 +211,7 @@ test('parseUpstream reads NAME:PORT, NAME:HOST:PORT and NAME.service:PORT', () =
 test('parseUpstream rejects prepared queries and junk', () => {
   assert.throws(() => parseUpstream('api.query:80'), isUsageError(/prepared queries are not supported/));
   for (const bad of ['api', 'api:', ':80', 'api:port', 'api:65536', '-api:80', 'a pi:80', '', 'api:1.2.3.4:', 'api:123456']) {
-    assert.throws(() => parseUpstream(bad), isUsageError(/-upstream must be NAME:PORT/), bad);
+    assert.throws(() => parseUpstream(bad), isUsageError(/-upstream must be NAME\[@DC\]:PORT/), bad);
   }
 });
 

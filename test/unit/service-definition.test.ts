@@ -126,7 +126,10 @@ test('decodeRegistration: a connect-proxy with Upstreams', () => {
       Upstreams: [
         { DestinationName: 'api', LocalBindPort: 9191 },
         { destination_name: 'db', destination_type: 'service', local_bind_address: '127.0.0.2', local_bind_port: 9191, datacenter: '', destination_namespace: 'default' },
+        // The same service in another datacenter is another upstream, with its own gateway mode.
+        { DestinationName: 'api', Datacenter: 'dc2', LocalBindPort: 9192, MeshGateway: { Mode: 'local' } },
       ],
+      MeshGateway: { mode: 'remote' },
     },
   });
   assert.deepEqual(reg.service.Proxy, {
@@ -137,7 +140,9 @@ test('decodeRegistration: a connect-proxy with Upstreams', () => {
     Upstreams: [
       { DestinationType: 'service', DestinationName: 'api', LocalBindAddress: '', LocalBindPort: 9191 },
       { DestinationType: 'service', DestinationName: 'db', LocalBindAddress: '127.0.0.2', LocalBindPort: 9191 },
+      { DestinationType: 'service', DestinationName: 'api', LocalBindAddress: '', LocalBindPort: 9192, Datacenter: 'dc2', MeshGateway: { Mode: 'local' } },
     ],
+    MeshGateway: { Mode: 'remote' },
   });
 });
 
@@ -185,7 +190,10 @@ test('decodeRegistration: each invalid field is named', () => {
     [up({ DestinationName: 'bad name', LocalBindPort: 1 }), 'Proxy.Upstreams[0].DestinationName', /not a valid service name/],
     [up({ DestinationName: 'api' }), 'Proxy.Upstreams[0].LocalBindPort', /is required/],
     [up({ DestinationName: 'api', LocalBindPort: 1, DestinationType: 'prepared_query' }), 'Proxy.Upstreams[0].DestinationType', /prepared queries/],
-    [up({ DestinationName: 'api', LocalBindPort: 1, Datacenter: 'dc2' }), 'Proxy.Upstreams[0].Datacenter', /cross-datacenter/],
+    [up({ DestinationName: 'api', LocalBindPort: 1, Datacenter: 'DC 2' }), 'Proxy.Upstreams[0].Datacenter', /not a valid datacenter name/],
+    [up({ DestinationName: 'api', LocalBindPort: 1, MeshGateway: { Mode: 'sideways' } }), 'Proxy.Upstreams[0].MeshGateway.Mode', /"none", "local" or "remote"/],
+    [up({ DestinationName: 'api', LocalBindPort: 1, MeshGateway: { Mode: 'local', Extra: 1 } }), 'Proxy.Upstreams[0].MeshGateway.Extra', /unknown field/],
+    [proxy({ MeshGateway: { Mode: 'up' } }), 'Proxy.MeshGateway.Mode', /"none", "local" or "remote"/],
     [up({ DestinationName: 'api', LocalBindPort: 1, LocalBindSocketPath: '/x' }), 'Proxy.Upstreams[0].LocalBindSocketPath', /not supported/],
     [up({ DestinationName: 'api', LocalBindPort: 1, Config: {} }), 'Proxy.Upstreams[0].Config', /service-defaults/],
     [proxy({ Upstreams: [{ DestinationName: 'api', LocalBindPort: 1 }, { DestinationName: 'api', LocalBindPort: 2 }] }), 'Proxy.Upstreams[1].DestinationName', /listed twice/],
