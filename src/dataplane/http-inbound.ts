@@ -27,7 +27,7 @@ import { countFlag, countL7Denied, recordRequest, type L7DenyReason, type Respon
 import { XFCC, afterRequestBody, forwardHeaders, hasBody } from './http-headers.ts';
 import { answerLocally, forward } from './http-forward.ts';
 import { checkRequestHead, drainHttp, guardedServer, isPoisoned, poison } from './http-guard.ts';
-import { ADMITTED, OVER_SOURCE, type RequestLimiter } from './limits.ts';
+import { ADMITTED, OVER_PRESSURE, OVER_SOURCE, PRESSURE_MESSAGE, type RequestLimiter } from './limits.ts';
 
 export interface Peer {
   /** The caller's service name (from its SPIFFE ID). */
@@ -213,7 +213,7 @@ export class HttpInbound {
       if (admitted !== ADMITTED) {
         req.resume();
         if (admitted === OVER_SOURCE) this.#local(res, start, 429, 'source_limit', `too many requests in progress from ${peer.service}`, { 'retry-after': '1' });
-        else this.#local(res, start, 503, 'overflow', 'overloaded: too many requests in progress on this listener', { 'retry-after': '1' });
+        else this.#local(res, start, 503, 'overflow', admitted === OVER_PRESSURE ? PRESSURE_MESSAGE : 'overloaded: too many requests in progress on this listener', { 'retry-after': '1' });
         return;
       }
       res.once('close', () => limiter.release(peer.service));

@@ -32,7 +32,8 @@ import { serviceIdentity } from './identity.ts';
 import { serviceSpiffeId, type ServiceId } from '../ca/spiffe.ts';
 import { splice } from './pipe.ts';
 import { handshakeReason } from './tls-errors.ts';
-import { ADMITTED, DEFAULT_LIMITS, OPEN_GATE, OVER_LISTENER, RequestLimiter, perWorker, type ConnectionGate, type ProxyLimits } from './limits.ts';
+import type { LoadPressure } from './pressure.ts';
+import { ADMITTED, DEFAULT_LIMITS, OPEN_GATE, RequestLimiter, connectionRefusal, perWorker, type ConnectionGate, type ProxyLimits } from './limits.ts';
 
 /** What the data plane needs from a table reader: PolicyTableReader or its WASM twin. */
 export interface PolicyProbe {
@@ -58,6 +59,8 @@ export interface InboundDeps {
   readonly connections?: ConnectionGate;
   /** Workers sharing the request limits (each admits its share); absent: 1. */
   readonly workers?: number;
+  /** The worker's load-shedding judge (./pressure.ts); absent: never sheds. */
+  readonly pressure?: LoadPressure;
 }
 
 /** The lowest TLS version a mesh endpoint speaks: TLS 1.3 unless configured otherwise. */
@@ -185,7 +188,7 @@ export class InboundListener {
       routingChanged: (timeoutMs) => this.#routingChanged(timeoutMs),
       keepAliveMs: limits.httpIdleTimeoutMs,
       appPoolIdleMs: limits.upstreamIdleTimeoutMs,
-      limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, workers), perWorker(limits.maxRequestsPerSource, workers)),
+      limiter: new RequestLimiter(perWorker(limits.maxConcurrentRequests, workers), perWorker(limits.maxRequestsPerSource, workers), deps.pressure),
     });
     this.#maxHandshakes = deps.maxConcurrentHandshakes ?? DEFAULT_MAX_CONCURRENT_HANDSHAKES;
     this.#server = tls.createServer({
@@ -227,7 +230,7 @@ export class InboundListener {
     if (admitted !== ADMITTED) {
       raw.on('error', noop);
       raw.destroy();
-      this.#countDenied(admitted === OVER_LISTENER ? 'listener_connection_limit' : 'proxy_connection_limit');
+      this.#countDenied(connectionRefusal(admitted));
       return;
     }
     const gate = this.#gate;

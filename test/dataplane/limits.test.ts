@@ -2,7 +2,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ADMITTED, ConnectionCounts, OVER_LISTENER, OVER_PROXY, OVER_SOURCE, RequestLimiter, perWorker } from '../../src/dataplane/limits.ts';
+import { ADMITTED, ConnectionCounts, OVER_LISTENER, OVER_PRESSURE, OVER_PROXY, OVER_SOURCE, RequestLimiter, connectionRefusal, perWorker } from '../../src/dataplane/limits.ts';
+import { LoadPressure } from '../../src/dataplane/pressure.ts';
 import { allocateConnectionCounts, openConnections } from '../../src/metrics/counters.ts';
 
 test('connection limits hold over all workers: per listener, then for the whole proxy', () => {
@@ -69,4 +70,54 @@ test('a worker share of a request limit is ceil(limit / workers), at least 1', (
   assert.equal(perWorker(1024, 3), 342);
   assert.equal(perWorker(1, 8), 1);
   assert.equal(perWorker(10, 0), 10);
+});
+
+test('pressure: enters above -max-event-loop-delay, leaves below half of it; 0 never sheds', () => {
+  const p = new LoadPressure(100);
+  assert.deepEqual([20, 99, 100, 101].map((d) => p.judge(d)), [false, false, false, true]);
+  // Hysteresis: 60 ms is under the limit but not under half of it, so the shedding goes on.
+  assert.deepEqual([60, 50, 49, 60].map((d) => p.judge(d)), [true, true, false, false]);
+  assert.equal(p.windows, 3);
+  const off = new LoadPressure(0);
+  assert.equal(off.judge(10_000), false);
+  assert.equal(off.underPressure, false);
+});
+
+test('under pressure, the gate refuses new connections and the limiter new requests; admitted ones release as usual', () => {
+  const p = new LoadPressure(100);
+  const gate = new ConnectionCounts(null, 0, 1, 2, 100).gate(1, 10, p);
+  const limiter = new RequestLimiter(10, 5, p);
+  assert.equal(gate.tryOpen(), ADMITTED);
+  assert.equal(limiter.admit('web'), ADMITTED);
+  p.judge(500);
+  assert.equal(gate.tryOpen(), OVER_PRESSURE);
+  assert.equal(limiter.admit('web'), OVER_PRESSURE);
+  assert.equal(limiter.inFlight, 1, 'a refused request is not counted');
+  assert.equal(connectionRefusal(OVER_PRESSURE), 'overload');
+  limiter.release('web');
+  gate.close();
+  p.judge(10);
+  assert.equal(gate.tryOpen(), ADMITTED);
+  assert.equal(limiter.admit('web'), ADMITTED);
+  // The listener limit still comes first: a full listener says overflow, not pressure.
+  const full = new RequestLimiter(1, Infinity, p);
+  assert.equal(full.admit(null), ADMITTED);
+  p.judge(500);
+  assert.equal(full.admit(null), OVER_LISTENER);
+});
+
+test('the pressure judge samples a blocked event loop', async () => {
+  const p = new LoadPressure(40);
+  p.start(50);
+  try {
+    const until = Date.now() + 300;
+    while (Date.now() < until) {
+      // busy: the loop cannot run its timers
+    }
+    await new Promise((r) => setTimeout(r, 60));
+    assert.ok(p.windows > 0, 'a 300 ms block was not seen');
+  } finally {
+    p.stop();
+  }
+  assert.equal(p.underPressure, false, 'stop() clears the state');
 });
