@@ -16,10 +16,15 @@
 // (src/control/agent.ts), as Consul checks it in its service graph.
 //
 // Where meshd differs:
-// - TLS (gateway or listener) with Enabled true is refused, and so are the TLS settings that
-//   only matter with it (SDS, TLSMinVersion, TLSMaxVersion, CipherSuites): meshd's ingress
-//   listeners speak plain HTTP or TCP for now. `TLS { Enabled = false }` (what Consul's GET
-//   returns) is accepted.
+// - TLS: `TLS { Enabled, TLSMinVersion }` on the entry (every listener's default) and on a
+//   listener, merged as Consul's xDS code merges them (resolveListenerTLSConfig): a listener's
+//   Enabled = true turns TLS on, its Enabled = false does not turn off the entry's, and its
+//   TLSMinVersion, when set, replaces the entry's. TLSMinVersion is TLSv1_2 or TLSv1_3
+//   (TLS_AUTO and "" mean the default, TLSv1_3); older versions are refused. The certificate is
+//   the operator's, given to the gateway process (-tls-cert-file/-tls-key-file), not Consul's
+//   leaf with the Hosts as SANs. Refused, naming the field: SDS (entry, listener or service),
+//   TLSMaxVersion, CipherSuites, and TLS on a tcp listener (from the listener or the entry):
+//   meshd terminates TLS on http listeners only.
 // - Listener protocols http2 and grpc are refused: the ingress listener speaks HTTP/1.1.
 // - Per-service and gateway-wide circuit breakers and outlier detection (Defaults,
 //   MaxConnections, MaxPendingRequests, MaxConcurrentRequests, PassiveHealthCheck) are
@@ -50,12 +55,24 @@ export type IngressService = {
   readonly meta: Readonly<Record<string, string>>;
 };
 
+/** TLSMinVersion as written ("" and TLS_AUTO: the default, TLS 1.3). */
+export const INGRESS_TLS_VERSIONS = ['', 'TLS_AUTO', 'TLSv1_2', 'TLSv1_3'] as const;
+export type IngressTlsVersion = (typeof INGRESS_TLS_VERSIONS)[number];
+
+/** A `TLS` block (Consul's GatewayTLSConfig, the parts meshd does). */
+export type IngressTls = {
+  readonly enabled: boolean;
+  readonly minVersion: IngressTlsVersion;
+};
+
 export type IngressListener = {
   /** 0..65535; 0 binds any free port. */
   readonly port: number;
   readonly protocol: IngressListenerProtocol;
   /** At least one; exactly one on a tcp listener. */
   readonly services: readonly IngressService[];
+  /** The listener's own TLS block, as given; absent: none (the entry's applies). */
+  readonly tls?: IngressTls;
 };
 
 export type IngressGatewayEntry = {
@@ -63,7 +80,23 @@ export type IngressGatewayEntry = {
   readonly name: string;
   readonly meta: Readonly<Record<string, string>>;
   readonly listeners: readonly IngressListener[];
+  /** The gateway-wide TLS default; absent: `{ Enabled = false }` with no version. */
+  readonly tls?: IngressTls;
 };
+
+/** What a listener's TLS comes to (Node's version names); null: plain. */
+export type EffectiveIngressTls = { readonly minVersion: 'TLSv1.2' | 'TLSv1.3' } | null;
+
+/**
+ * The TLS a listener serves: Consul's merge of the entry's block and the listener's (Enabled
+ * is or-ed, the listener's TLSMinVersion wins when set). Default minimum: TLS 1.3.
+ */
+export function ingressListenerTls(entry: Pick<IngressGatewayEntry, 'tls'>, l: Pick<IngressListener, 'tls'>): EffectiveIngressTls {
+  if (entry.tls?.enabled !== true && l.tls?.enabled !== true) return null;
+  const own = l.tls?.minVersion ?? '';
+  const v = own !== '' ? own : (entry.tls?.minVersion ?? '');
+  return { minVersion: v === 'TLSv1_2' ? 'TLSv1.2' : 'TLSv1.3' };
+}
 
 const TLS_KEYS = ['Enabled', 'SDS', 'TLSMinVersion', 'TLSMaxVersion', 'CipherSuites'];
 const LIMIT_KEYS = ['MaxConnections', 'MaxPendingRequests', 'MaxConcurrentRequests', 'PassiveHealthCheck'] as const;
@@ -78,16 +111,21 @@ function isEmptyValue(v: unknown): boolean {
   return v === '' || v === false || v === 0;
 }
 
-/** `TLS` on the entry or a listener: only `Enabled = false` (or nothing) is accepted. */
-function refuseTls(obj: WireObject): void {
+/**
+ * A `TLS` block of the entry or a listener: Enabled and TLSMinVersion are taken, what meshd
+ * does not do is refused with the field named. null: no block.
+ */
+function decodeTls(obj: WireObject): IngressTls | null {
   const t = obj.object('TLS', TLS_KEYS);
-  if (t === null) return;
-  if (t.bool('Enabled')) {
-    throw new FieldError(t.field('Enabled'), 'TLS on ingress listeners is not supported by meshd yet: terminate TLS in front of the gateway, or set Enabled = false');
-  }
-  for (const key of ['SDS', 'TLSMinVersion', 'TLSMaxVersion', 'CipherSuites']) {
-    if (!isEmptyValue(t.raw(key))) throw new FieldError(t.field(key), 'only applies with TLS, which meshd ingress listeners do not support yet; remove it');
-  }
+  if (t === null) return null;
+  const enabled = t.bool('Enabled');
+  const raw = t.string('TLSMinVersion');
+  if (raw === 'TLSv1_0' || raw === 'TLSv1_1') throw new FieldError(t.field('TLSMinVersion'), `${raw} is not supported by meshd: its ingress listeners speak TLSv1_2 or TLSv1_3`);
+  if (!(INGRESS_TLS_VERSIONS as readonly string[]).includes(raw)) throw new FieldError(t.field('TLSMinVersion'), `${JSON.stringify(raw)} is not a valid TLS version: give TLSv1_2 or TLSv1_3`);
+  if (!isEmptyValue(t.raw('TLSMaxVersion'))) throw new FieldError(t.field('TLSMaxVersion'), 'is not supported by meshd: its ingress listeners offer TLS up to TLSv1_3; remove it');
+  if (!isEmptyValue(t.raw('CipherSuites'))) throw new FieldError(t.field('CipherSuites'), "is not supported by meshd: its ingress listeners use Node's default TLS 1.2 suites (TLS 1.3 suites are not configurable); remove it");
+  if (!isEmptyValue(t.raw('SDS'))) throw new FieldError(t.field('SDS'), 'is not supported by meshd: give the gateway its certificate with -tls-cert-file and -tls-key-file; remove it');
+  return { enabled, minVersion: raw as IngressTlsVersion };
 }
 
 function refuseLimits(obj: WireObject, where: string): void {
@@ -120,7 +158,7 @@ export function validateIngressHost(host: string, field: string): void {
   if (bare === '' || bare.length > 253 || !labels.every((l) => LABEL_RE.test(l))) throw new FieldError(field, `Host ${JSON.stringify(host)} must be a valid DNS hostname`);
 }
 
-function decodeListener(l: WireObject, ports: Map<number, number>, index: number): IngressListener {
+function decodeListener(l: WireObject, ports: Map<number, number>, index: number, entryTls: IngressTls | null): IngressListener {
   const port = l.int('Port', 0, 65535);
   if (ports.has(port)) throw new FieldError(l.field('Port'), `port ${port} declared on two listeners`);
   ports.set(port, index);
@@ -130,7 +168,13 @@ function decodeListener(l: WireObject, ports: Map<number, number>, index: number
     throw new FieldError(l.field('Protocol'), `${JSON.stringify(protocol)} listeners are not supported by meshd yet: its ingress listeners speak tcp or http (HTTP/1.1)`);
   }
   if (protocol !== 'tcp' && protocol !== 'http') throw new FieldError(l.field('Protocol'), `protocol must be 'tcp', 'http', 'http2', or 'grpc'. '${protocol}' is an unsupported protocol`);
-  refuseTls(l);
+  const tls = decodeTls(l);
+  if (protocol === 'tcp' && tls?.enabled === true) {
+    throw new FieldError(`${l.field('TLS')}.Enabled`, `TLS on a tcp listener is not supported by meshd yet (listener on port ${port}): it terminates TLS on http listeners only; terminate it in front of the gateway or remove it`);
+  }
+  if (protocol === 'tcp' && entryTls?.enabled === true) {
+    throw new FieldError('TLS.Enabled', `TLS on a tcp listener is not supported by meshd yet, and the gateway-wide TLS applies to every listener, listener on port ${port} (Listeners[${index}]) included: enable TLS on the http listeners' own TLS blocks instead`);
+  }
   const objs = l.objects('Services', SERVICE_KEYS);
   if (objs.length === 0) throw new FieldError(l.field('Services'), `No service declared for listener with port ${port}`);
   if (protocol === 'tcp' && objs.length > 1) throw new FieldError(l.field('Services'), `Multiple services per listener are only supported for protocol = 'http' (listener on port ${port})`);
@@ -164,12 +208,12 @@ function decodeListener(l: WireObject, ports: Map<number, number>, index: number
         if (!isEmptyValue(s.raw(key))) throw new FieldError(s.field(key), `header modifiers are only valid on http listeners (service ${JSON.stringify(name)} on listener on port ${port})`);
       }
     }
-    const tls = s.object('TLS', ['SDS']);
-    if (tls !== null && !isEmptyValue(tls.raw('SDS'))) throw new FieldError(tls.field('SDS'), 'only applies with TLS, which meshd ingress listeners do not support yet; remove it');
+    const st = s.object('TLS', ['SDS']);
+    if (st !== null && !isEmptyValue(st.raw('SDS'))) throw new FieldError(st.field('SDS'), 'per-service certificates (SDS) are not supported by meshd: the gateway serves one certificate, -tls-cert-file; remove it');
     refuseLimits(s, 'an ingress service');
     return { name, hosts, requestHeaders, responseHeaders, meta: decodeMeta(s) };
   });
-  return { port, protocol, services };
+  return { port, protocol, services, ...(tls === null ? {} : { tls }) };
 }
 
 /** Decodes an `ingress-gateway` document (its Kind, if given, must say so). */
@@ -180,12 +224,15 @@ export function decodeIngressGateway(raw: unknown): IngressGatewayEntry {
   const name = decodeEntryName(e);
   rejectEnterpriseTenancy(e);
   const meta = decodeMeta(e);
-  refuseTls(e);
+  const tls = decodeTls(e);
   const defaults = e.object('Defaults', LIMIT_KEYS);
   if (defaults !== null) refuseLimits(defaults, 'an ingress gateway');
   const ports = new Map<number, number>();
-  const listeners = e.objects('Listeners', LISTENER_KEYS).map((l, i) => decodeListener(l, ports, i));
-  return { kind: 'ingress-gateway', name, meta, listeners };
+  const listeners = e.objects('Listeners', LISTENER_KEYS).map((l, i) => decodeListener(l, ports, i, tls));
+  // The entry's block is always in Consul's JSON (a struct): { Enabled = false } and no
+  // version is the same as none, and decodes so (encode -> decode gives the same value).
+  const gatewayTls = tls === null || (!tls.enabled && tls.minVersion === '') ? {} : { tls };
+  return { kind: 'ingress-gateway', name, meta, listeners, ...gatewayTls };
 }
 
 function encodeService(s: IngressService): JsonObject {
@@ -200,11 +247,21 @@ function encodeService(s: IngressService): JsonObject {
   return out;
 }
 
-/** The body fields of Consul's JSON after Kind and Name (TLS is a struct there: always present). */
+/** Consul's GatewayTLSConfig JSON: Enabled always, TLSMinVersion omitempty. */
+function encodeTls(t: IngressTls | undefined): JsonObject {
+  const out: JsonObject = { Enabled: t?.enabled ?? false };
+  if (t !== undefined && t.minVersion !== '') out.TLSMinVersion = t.minVersion;
+  return out;
+}
+
+/**
+ * The body fields of Consul's JSON after Kind and Name (the entry's TLS is a struct there:
+ * always present; a listener's is a pointer with omitempty: present when it was given).
+ */
 export function encodeIngressGatewayBody(e: IngressGatewayEntry): JsonObject {
   const out: JsonObject = {
-    TLS: { Enabled: false },
-    Listeners: e.listeners.map((l) => ({ Port: l.port, Protocol: l.protocol, Services: l.services.map(encodeService) })),
+    TLS: encodeTls(e.tls),
+    Listeners: e.listeners.map((l) => ({ Port: l.port, Protocol: l.protocol, ...(l.tls === undefined ? {} : { TLS: encodeTls(l.tls) }), Services: l.services.map(encodeService) })),
   };
   const meta = encodeMeta(e.meta);
   if (meta !== undefined) out.Meta = meta;

@@ -374,8 +374,8 @@ export class InboundListener {
     let closed = 0;
     for (const conn of this.#live) {
       const d = this.#deps.policy.decide(conn.source, this.#deps.service);
-      // An HTTP connection whose intention became L7 stays open: its requests are decided one by one.
-      if (isAllowed(d) || (conn.app === null && decisionCode(d) === Decision.L7_DENY)) continue;
+      // An HTTP connection stays open: its requests are decided one by one (403 when denied).
+      if (isAllowed(d) || conn.app === null) continue;
       this.#live.delete(conn);
       conn.app?.destroy();
       this.#deny(conn.downstream, 'late_rejection');
@@ -427,11 +427,10 @@ export class InboundListener {
     const decision = this.#deps.policy.decide(who.id.service, this.#deps.service);
     const decidedUnder = this.#deps.policy.lastGeneration;
     if (this.#routing.protocol !== 'tcp') {
-      // HTTP: an L7 intention admits the connection; each request is then decided alone.
-      if (!isAllowed(decision) && decisionCode(decision) !== Decision.L7_DENY) {
-        this.#deny(socket, 'intention');
-        return;
-      }
+      // HTTP: every request is decided alone (the table first, then the source's L7 program),
+      // so a caller an intention denies gets Consul's `403 RBAC: access denied` per request, as
+      // Envoy's HTTP RBAC filter answers, rather than a closed connection its proxy would report
+      // as an upstream failure (502/503) and might retry elsewhere.
       this.#acceptHttp(socket, who.id, raw as Buffer, decidedUnder);
       return;
     }

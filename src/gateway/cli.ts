@@ -5,8 +5,10 @@
 // wan=HOST:PORT metrics=HOST:PORT workers=N`. Flags as Consul's `consul connect envoy -gateway`
 // where they exist (-service, -address, -register), plus the sidecar's (-workers,
 // -metrics-addr, -access-log, -tls-min-version, -drain-timeout, -worker-memory-limit) and the
-// HTTP API flags (-http-addr, -token, -token-file). SIGTERM/SIGINT drain, SIGHUP reloads, as
-// for `connect proxy` (../cli/serve.ts). Prints a ready line `meshd gateway ready: service=NAME listener.<port>=HOST:PORT
+// HTTP API flags (-http-addr, -token, -token-file), and for -ingress -tls-cert-file and
+// -tls-key-file (the certificate of listeners whose entry enables TLS; both or neither).
+// SIGTERM/SIGINT drain, SIGHUP reloads (and re-reads the certificate files), as for
+// `connect proxy` (../cli/serve.ts). Prints a ready line `meshd gateway ready: service=NAME listener.<port>=HOST:PORT
 // … metrics=HOST:PORT workers=N` once every listener is bound (port 0 in the entry: the port
 // the kernel gave).
 
@@ -34,6 +36,8 @@ export const GATEWAY_FLAGS: FlagSpecs = {
   register: { kind: 'bool', help: 'Register the gateway in the agent catalog (Kind ingress-gateway or mesh-gateway, TTL heartbeat)' },
   'access-log': { kind: 'string', help: 'Write one JSON line per HTTP request and per TCP connection to stdout, stderr or a file; off by default', placeholder: 'stdout|stderr|PATH' },
   'tls-min-version': { kind: 'string', help: 'Lowest TLS version of the mTLS connections to the mesh: TLSv1_3, or TLSv1_2', placeholder: 'VERSION', default: 'TLSv1_3' },
+  'tls-cert-file': { kind: 'string', help: '-ingress: PEM certificate (then its chain) that listeners with TLS enabled in the ingress-gateway entry present; read again on SIGHUP', placeholder: 'FILE' },
+  'tls-key-file': { kind: 'string', help: "-ingress: PEM private key of -tls-cert-file's certificate (unencrypted); read again on SIGHUP", placeholder: 'FILE' },
   'ca-change-jitter': { kind: 'string', help: 'Longest random wait before re-issuing the leaf after a root rotation', placeholder: 'DURATION', default: '30s' },
   ...DATA_PLANE_SERVE_FLAGS,
 };
@@ -47,7 +51,12 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
   if (f.positionals.length > 0) throw new UsageError(`unexpected argument: ${f.positionals[0]}`);
   const mesh = f.bools.get('mesh') === true;
   if (mesh && f.bools.get('ingress') === true) throw new UsageError('give one of -ingress and -mesh');
+  const certFile = f.strings.get('tls-cert-file');
+  const keyFile = f.strings.get('tls-key-file');
+  if (mesh && (certFile !== undefined || keyFile !== undefined)) throw new UsageError('-tls-cert-file and -tls-key-file are for ingress gateways (-ingress): a mesh gateway does not terminate TLS');
   if (mesh) return cmdMeshGateway(f, io);
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new UsageError(`${certFile === undefined ? '-tls-key-file' : '-tls-cert-file'} needs ${certFile === undefined ? '-tls-cert-file' : '-tls-key-file'}: give both`);
+  if (certFile === '' || keyFile === '') throw new UsageError(`${certFile === '' ? '-tls-cert-file' : '-tls-key-file'} needs a file name`);
   if (f.bools.get('ingress') !== true) throw new UsageError('give -ingress (an ingress gateway) or -mesh (a mesh gateway)');
   if (f.strings.has('wan-address')) throw new UsageError('-wan-address is for mesh gateways (-mesh)');
   const name = f.strings.get('service');
@@ -84,6 +93,7 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
     tlsMinVersion: tlsRaw === 'TLSv1_2' ? 'TLSv1.2' : 'TLSv1.3',
     caChangeJitterMs: jitterMs,
     workerMemoryLimitMb: serve.workerMemoryLimitMb,
+    ...(certFile === undefined || keyFile === undefined ? {} : { tlsFiles: { certFile, keyFile } }),
   });
   let addrs;
   try {
@@ -106,6 +116,8 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
   }
   const parts = [`service=${name}`];
   for (const l of addrs.listeners) parts.push(`${l.name}=${l.bound.host}:${l.bound.port}`);
+  const tlsListeners = addrs.listeners.filter((l) => l.tls !== null).map((l) => l.name);
+  if (tlsListeners.length > 0) parts.push(`tls=${tlsListeners.join(',')}`);
   if (addrs.metrics !== null) parts.push(`metrics=${addrs.metrics.host}:${addrs.metrics.port}`);
   parts.push(`workers=${workers}`);
   io.out(`meshd gateway ready: ${parts.join(' ')}`);

@@ -8,18 +8,26 @@
 // service). No virtual host matches: 404, as Envoy answers, counted on the listener's block.
 // A tcp ingress listener needs none of this: it is an ordinary UpstreamListener
 // (../dataplane/outbound.ts) on the one service's chain.
+// TLS (the entry's `TLS { Enabled = true }`): the listener terminates TLS with the operator's
+// certificate (-tls-cert-file, no client certificate asked for) and then serves the decrypted
+// connection exactly as a plain one. The handshake is bounded by the worker's handshake
+// timeout; failures count in meshd_tls_handshake_failures_total by reason, as a sidecar's
+// public listener counts its own (a gateway has no public listener). A new certificate
+// (SIGHUP) applies to the next handshake; open connections keep theirs.
 // Runs on: every data-plane worker of a gateway, each binding the same port with reusePort.
 
 import type * as http from 'node:http';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { S } from '../metrics/counters.ts';
+import { constants as cryptoConstants } from 'node:crypto';
+import { S, handshakeSlot, type HandshakeReason } from '../metrics/counters.ts';
 import { countFlag } from '../metrics/l7.ts';
 import { answerLocally } from '../dataplane/http-forward.ts';
 import { checkRequestHead, drainHttp, guardedServer, isPoisoned, poison } from '../dataplane/http-guard.ts';
 import { HttpUpstream } from '../dataplane/http-outbound.ts';
 import { listenReusePort, tlsServerOptions } from '../dataplane/inbound.ts';
-import type { IngressRouting, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
+import { handshakeReason } from '../dataplane/tls-errors.ts';
+import type { IngressCertificate, IngressRouting, TlsMaterial, UpstreamSpec } from '../workers/messages.ts';
 import { HostTable } from './hosts.ts';
 
 export interface IngressListenerDeps {
@@ -29,6 +37,24 @@ export interface IngressListenerDeps {
   readonly l7: Float64Array;
   /** This worker's L7 block number `block` (a service's). */
   readonly block: (block: number) => Float64Array;
+  /** Terminate TLS (the entry enables it on this listener); absent: plain HTTP. */
+  readonly tls?: IngressTlsOptions;
+}
+
+export interface IngressTlsOptions {
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+  readonly certificate: IngressCertificate;
+  /** A handshake not finished by then is closed and counted as `timeout`. */
+  readonly handshakeTimeoutMs: number;
+}
+
+/**
+ * The server side towards clients outside the mesh: the operator's certificate, TLS 1.2 or 1.3
+ * as the entry says, Node's default suites and groups (what browsers and curl speak), no
+ * renegotiation, and no client certificate. ALPN offers http/1.1 only.
+ */
+function ingressServerOptions(t: IngressTlsOptions, cert: IngressCertificate): tls.SecureContextOptions {
+  return { key: cert.keyPem, cert: cert.certPem, minVersion: t.minVersion, maxVersion: 'TLSv1.3', honorCipherOrder: true, secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION };
 }
 
 interface Exposed {
@@ -45,13 +71,27 @@ export class IngressHttpListener {
   #trustDomain: string;
   readonly #exposed = new Map<string, Exposed>();
   #hosts = new HostTable<HttpUpstream>([]);
+  /** Terminates TLS before #http when the listener is a TLS one; it never listens itself. */
+  readonly #tls: tls.Server | null = null;
 
   constructor(deps: IngressListenerDeps, material: TlsMaterial, routing: IngressRouting) {
     this.#deps = deps;
     this.#context = tls.createSecureContext(tlsServerOptions(material));
     this.#trustDomain = material.trustDomain;
     this.#http = guardedServer(60_000, (req, res) => this.#onRequest(req, res), () => countFlag(deps.l7, 'bad_request'));
-    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.#onConnection(s));
+    const t = deps.tls;
+    if (t !== undefined) {
+      const server = tls.createServer({ ...ingressServerOptions(t, t.certificate), ALPNProtocols: ['http/1.1'], requestCert: false, allowHalfOpen: true, handshakeTimeout: t.handshakeTimeoutMs });
+      server.on('secureConnection', (s) => this.#http.emit('connection', s));
+      server.on('tlsClientError', (err, s) => {
+        this.#countHandshake(handshakeReason(err));
+        // Node reports a handshake timeout but leaves the socket open.
+        s.destroy();
+      });
+      this.#tls = server;
+    }
+    // The TLS server's sockets read at once; only plain connections wait for #http.
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: t === undefined }, (s) => this.#onConnection(s));
     this.updateRouting(routing);
   }
 
@@ -62,6 +102,13 @@ export class IngressHttpListener {
   updateTls(material: TlsMaterial): void {
     this.#context = tls.createSecureContext(tlsServerOptions(material));
     this.#trustDomain = material.trustDomain;
+  }
+
+  /** The operator's new certificate (SIGHUP): the next handshakes present it, open connections keep theirs. */
+  updateCertificate(cert: IngressCertificate): void {
+    const t = this.#deps.tls;
+    if (this.#tls === null || t === undefined) return;
+    this.#tls.setSecureContext(ingressServerOptions(t, cert));
   }
 
   /** New services, hosts, chains or instances; an upstream keeps its pools and outlier state. */
@@ -118,8 +165,18 @@ export class IngressHttpListener {
       c[S.TX_OUT] = (c[S.TX_OUT] as number) + client.bytesWritten;
       c[S.CLOSED_OUT] = (c[S.CLOSED_OUT] as number) + 1;
     });
+    if (this.#tls !== null) {
+      this.#tls.emit('connection', client);
+      return;
+    }
     this.#http.emit('connection', client);
     client.resume();
+  }
+
+  #countHandshake(reason: HandshakeReason): void {
+    const c = this.#deps.counters;
+    const slot = handshakeSlot(reason);
+    c[slot] = (c[slot] as number) + 1;
   }
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {

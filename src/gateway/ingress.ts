@@ -12,11 +12,17 @@
 // every chain (routers, splitters, resolvers, service-defaults) and instance health. Needs a
 // restart: the listener set (a port added or removed, a protocol changed); the change is
 // logged, a listener no longer in the entry answers nothing (404 / connection closed), and a
-// new one is not bound until the gateway restarts.
+// new one is not bound until the gateway restarts. A listener's TLS (on or off, its lowest
+// version) is part of the listener set: bound at start, a change is logged and the listener
+// routes nothing until the restart (a listener never serves plain HTTP once its entry asks
+// for TLS). TLS listeners present the operator's certificate (-tls-cert-file and
+// -tls-key-file, ./ingress-cert.ts): read at start (the gateway does not start without it
+// when a listener needs it, nor with a bad file) and again on reload, when new connections get
+// the new one.
 // Runs on: the gateway process's main thread. It never touches a data-plane socket.
 
 import { DEFAULT_PASSIVE_HEALTH_CHECK, type DataPlaneChain } from '../chain/types.ts';
-import { WILDCARD_SERVICE, type IngressListener, type IngressListenerProtocol, type IngressService } from '../config/ingress-gateway.ts';
+import { WILDCARD_SERVICE, ingressListenerTls, type EffectiveIngressTls, type IngressGatewayEntry, type IngressListener, type IngressListenerProtocol, type IngressService } from '../config/ingress-gateway.ts';
 import { AgentSession, REGISTER_TTL, type HostPort, type ReloadReport } from '../control/agent-session.ts';
 import type { AgentClient } from '../control/client.ts';
 import { PolicyEngine } from '../control/policy.ts';
@@ -26,8 +32,9 @@ import { LatencyTotals } from '../metrics/latency.ts';
 import { renderPrometheus, type Gauge } from '../metrics/prometheus.ts';
 import { allocateWorkerGauges, renderRuntime, runtimeFamilies } from '../metrics/runtime.ts';
 import { WorkerSupervisor } from '../workers/supervisor.ts';
-import type { IngressRouting, IngressServiceRouting, RoutingSnapshot, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
+import type { IngressCertificate, IngressRouting, IngressServiceRouting, RoutingSnapshot, UpstreamRouting, UpstreamSpec } from '../workers/messages.ts';
 import type { GatewayConfigBody } from './config.ts';
+import { IngressCertificateError, describeIngressCertificate, loadIngressCertificate, type IngressCertificateFiles, type LoadedIngressCertificate } from './ingress-cert.ts';
 import { ingressDomains } from './hosts.ts';
 
 export interface IngressGatewayOptions {
@@ -52,6 +59,8 @@ export interface IngressGatewayOptions {
   readonly renewCheckMs?: number;
   /** V8 old-generation limit of each worker, MB (-worker-memory-limit); absent: none. */
   readonly workerMemoryLimitMb?: number;
+  /** -tls-cert-file and -tls-key-file: the certificate of TLS listeners; absent: none given. */
+  readonly tlsFiles?: IngressCertificateFiles;
 }
 
 export interface BoundListener {
@@ -61,6 +70,8 @@ export interface BoundListener {
   readonly port: number;
   readonly protocol: IngressListenerProtocol;
   readonly bound: HostPort;
+  /** Terminates TLS, with this lowest version; null: plain. */
+  readonly tls: EffectiveIngressTls;
 }
 
 export interface GatewayAddresses {
@@ -86,9 +97,15 @@ function listenerName(port: number): string {
   return `listener.${port}`;
 }
 
-function signature(listeners: readonly { readonly port: number; readonly protocol: string }[]): string {
-  return listeners
-    .map((l) => `${l.port}/${l.protocol}`)
+/** A listener's protocol as bound: `http`, `tcp`, or `https(TLSv1.3)`. */
+function boundProtocol(entry: Pick<IngressGatewayEntry, 'tls'>, l: IngressListener): string {
+  const t = ingressListenerTls(entry, l);
+  return t === null ? l.protocol : `https(${t.minVersion})`;
+}
+
+function signature(entry: IngressGatewayEntry): string {
+  return entry.listeners
+    .map((l) => `${l.port}/${boundProtocol(entry, l)}`)
     .sort()
     .join(', ');
 }
@@ -108,6 +125,10 @@ export class IngressGateway {
   #config: GatewayConfigBody | null = null;
   /** The listeners as bound at start (fixed for the process's life). */
   #listeners: readonly IngressListener[] = [];
+  /** The entry as bound at start (its listeners' TLS is fixed with them). */
+  #boundEntry: IngressGatewayEntry | null = null;
+  /** The TLS listeners' certificate (the operator's files); null: none given. */
+  #certificate: LoadedIngressCertificate | null = null;
   readonly #boundPorts = new Map<string, number>();
   /** L7 block of each (listener, service), assigned on first sight and kept. */
   readonly #serviceBlocks = new Map<string, number>();
@@ -136,6 +157,16 @@ export class IngressGateway {
   }
 
   async start(): Promise<GatewayAddresses> {
+    // The operator's files first: a bad one stops the gateway before it asks the agent anything.
+    if (this.#o.tlsFiles !== undefined) {
+      try {
+        this.#certificate = loadIngressCertificate(this.#o.tlsFiles);
+      } catch (e) {
+        if (e instanceof IngressCertificateError) throw new GatewaySetupError(e.message);
+        throw e;
+      }
+      this.#o.log(`[INFO] gateway: TLS certificate loaded from -tls-cert-file: ${describeIngressCertificate(this.#certificate)}`);
+    }
     const self = await this.#client.json<{ Config: { Datacenter: string } }>('GET', '/v1/agent/self');
     const { certs, watches, signal } = this.#session;
     certs.datacenter = self.value.Config.Datacenter;
@@ -146,8 +177,25 @@ export class IngressGateway {
       throw new GatewaySetupError(`no ingress-gateway config entry is named ${JSON.stringify(this.#o.gateway)}: write one (meshd config write) before starting the gateway`);
     }
     this.#listeners = entry.listeners;
+    this.#boundEntry = entry;
     if (this.#listeners.length === 0) this.#o.log(`[WARN] gateway: ingress-gateway ${JSON.stringify(this.#o.gateway)} declares no listeners: nothing to bind`);
-    this.#warnedListeners = signature(this.#listeners);
+    this.#warnedListeners = signature(entry);
+    // Which listeners terminate TLS, fixed with the listener set. As for a port already in use,
+    // a listener the gateway cannot serve stops it at start rather than being left unbound.
+    const ingressTls: Record<string, 'TLSv1.2' | 'TLSv1.3'> = {};
+    for (const l of this.#listeners) {
+      const t = ingressListenerTls(entry, l);
+      if (t !== null && l.protocol === 'http') ingressTls[listenerName(l.port)] = t.minVersion;
+    }
+    const tlsPorts = this.#listeners.filter((l) => ingressTls[listenerName(l.port)] !== undefined).map((l) => l.port);
+    if (tlsPorts.length > 0 && this.#certificate === null) {
+      throw new GatewaySetupError(
+        `ingress-gateway ${JSON.stringify(this.#o.gateway)} enables TLS on the listener(s) on port ${tlsPorts.join(', ')}: start the gateway with -tls-cert-file FILE and -tls-key-file FILE (PEM: the certificate with its chain, and its key)`,
+      );
+    }
+    if (tlsPorts.length === 0 && this.#certificate !== null) {
+      this.#o.log(`[WARN] gateway: -tls-cert-file given, but no listener of ingress-gateway ${JSON.stringify(this.#o.gateway)} enables TLS: the certificate is unused until one does and the gateway restarts`);
+    }
     // Blocks: 0 (a sidecar's public listener; unused), one per listener, then the services'.
     const named = this.#listeners.reduce((n, l) => n + l.services.filter((s) => s.name !== WILDCARD_SERVICE).length, 0);
     this.#firstServiceBlock = 1 + this.#listeners.length;
@@ -162,6 +210,7 @@ export class IngressGateway {
     await this.#policy.update([], false);
     this.#publishRouting();
 
+    const currentCertificate = (): IngressCertificate | undefined => this.#certificate?.material;
     const upstreams: UpstreamSpec[] = this.#listeners.map((l) => ({ name: listenerName(l.port), host: this.#o.address, port: l.port }));
     this.#supervisor = new WorkerSupervisor({
       count: this.#o.workers,
@@ -172,6 +221,7 @@ export class IngressGateway {
         inbound: null,
         upstreams,
         ingress: this.#listeners.filter((l) => l.protocol === 'http').map((l) => listenerName(l.port)),
+        ...(tlsPorts.length === 0 ? {} : { ingressTls }),
         l7Listeners: this.#blockCount,
         l7Metrics: this.#l7Metrics,
         workerGauges: this.#workerGauges,
@@ -179,6 +229,11 @@ export class IngressGateway {
         handshakeTimeoutMs: 10_000,
         ...(this.#o.tlsMinVersion === undefined ? {} : { tlsMinVersion: this.#o.tlsMinVersion }),
         ...(this.#o.accessLog === undefined ? {} : { accessLog: this.#o.accessLog }),
+        // A getter: the supervisor spreads the base into each worker's init, so a worker
+        // started after a reload (a crashed one's replacement) gets the current certificate.
+        get ingressCertificate(): IngressCertificate | undefined {
+          return currentCertificate();
+        },
       },
       currentTls: () => certs.tls,
       currentRouting: () => this.#requireRouting(),
@@ -198,7 +253,7 @@ export class IngressGateway {
     const metrics = await this.#session.serveMetrics(this.#o.metricsAddr, () => this.scrape());
     const listeners = this.#listeners.map((l): BoundListener => {
       const name = listenerName(l.port);
-      return { name, port: l.port, protocol: l.protocol, bound: { host: this.#o.address, port: this.#boundPorts.get(name) ?? l.port } };
+      return { name, port: l.port, protocol: l.protocol, bound: { host: this.#o.address, port: this.#boundPorts.get(name) ?? l.port }, tls: ingressTls[name] === undefined ? null : { minVersion: ingressTls[name] } };
     });
     if (this.#o.register) await this.#register(listeners[0]?.bound.port ?? 0);
     return { listeners, metrics };
@@ -216,7 +271,30 @@ export class IngressGateway {
    * needs a restart (logged, as when the change arrives by a watch).
    */
   reload(): Promise<ReloadReport> {
+    this.reloadCertificate();
     return this.#session.reload();
+  }
+
+  /**
+   * Reads -tls-cert-file and -tls-key-file again and hands the certificate to every worker:
+   * the next handshakes present it, open connections keep theirs. A file that fails the
+   * checks keeps the current certificate (logged). false: nothing was swapped.
+   */
+  reloadCertificate(): boolean {
+    const files = this.#o.tlsFiles;
+    if (files === undefined) return false;
+    let loaded: LoadedIngressCertificate;
+    try {
+      loaded = loadIngressCertificate(files);
+    } catch (e) {
+      if (!(e instanceof IngressCertificateError)) throw e;
+      this.#o.log(`[WARN] gateway: reload: keeping the current TLS certificate: ${e.message}`);
+      return false;
+    }
+    this.#certificate = loaded;
+    this.#supervisor?.broadcast({ type: 'ingress-certificate', certificate: loaded.material });
+    this.#o.log(`[INFO] gateway: reload: TLS certificate read again from -tls-cert-file, new connections get it: ${describeIngressCertificate(loaded)}`);
+    return true;
   }
 
   /** What `/metrics` answers: the workers' latest histograms are merged first (bounded wait). */
@@ -275,17 +353,18 @@ export class IngressGateway {
   /** Logs (once per distinct change) that the entry's listeners differ from the bound ones. */
   #checkListenerSet(): void {
     const entry = this.#config?.Entry ?? null;
-    const now = entry === null ? '(entry deleted)' : signature(entry.listeners);
+    const now = entry === null ? '(entry deleted)' : signature(entry);
     if (now === this.#warnedListeners) return;
     this.#warnedListeners = now;
-    const bound = signature(this.#listeners);
+    const bound = this.#boundEntry === null ? '' : signature(this.#boundEntry);
     if (now === bound) {
       this.#o.log(`[INFO] gateway: the listeners of ingress-gateway ${JSON.stringify(this.#o.gateway)} match the bound ones again`);
       return;
     }
     this.#o.log(
       `[WARN] gateway: the listeners of ingress-gateway ${JSON.stringify(this.#o.gateway)} changed (now: ${now || 'none'}; bound: ${bound || 'none'}): ` +
-        'RESTART THE GATEWAY to apply them; until then bound listeners missing from the entry answer nothing, and new ones are not bound',
+        'RESTART THE GATEWAY to apply them; until then bound listeners missing from the entry (or whose protocol or TLS changed) answer nothing, and new ones are not bound' +
+        (this.#certificate === null && /https/.test(now) ? ' (a TLS listener also needs -tls-cert-file and -tls-key-file)' : ''),
     );
   }
 
@@ -322,13 +401,17 @@ export class IngressGateway {
   #publishRouting(): void {
     const cfg = this.#config;
     if (cfg === null) return;
-    const live = new Map((cfg.Entry?.listeners ?? []).map((l) => [l.port, l]));
+    const liveEntry = cfg.Entry;
+    const boundEntry = this.#boundEntry;
+    const live = new Map((liveEntry?.listeners ?? []).map((l) => [l.port, l]));
     const upstreams: Record<string, UpstreamRouting> = {};
     const ingress: Record<string, IngressRouting> = {};
     this.#listeners.forEach((bound, i) => {
       const name = listenerName(bound.port);
       const l = live.get(bound.port);
-      const current = l !== undefined && l.protocol === bound.protocol ? l : null;
+      // A listener whose protocol or TLS changed serves nothing until the restart.
+      const same = l !== undefined && liveEntry !== null && boundEntry !== null && boundProtocol(liveEntry, l) === boundProtocol(boundEntry, bound);
+      const current = same ? l : null;
       if (bound.protocol === 'tcp') {
         const service = current?.services[0]?.name;
         const chain = service === undefined ? undefined : cfg.Chains[service];

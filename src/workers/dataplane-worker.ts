@@ -107,7 +107,12 @@ async function init(msg: WorkerInit): Promise<void> {
     if (msg.ingress?.includes(spec.name) === true) {
       const ir = msg.routing.ingress?.[spec.name] ?? { services: [] };
       const block = (b: number): Float64Array => l7Block(msg.l7Metrics, msg.index, listeners, b);
-      const l = new IngressHttpListener({ spec, counters, l7: block(1 + i), block }, msg.tls, ir);
+      const minVersion = msg.ingressTls?.[spec.name];
+      const cert = msg.ingressCertificate;
+      // A TLS listener never falls back to plain HTTP (the control thread refuses to start without a certificate).
+      if (minVersion !== undefined && cert === undefined) throw new Error(`ingress listener ${spec.name} terminates TLS but no certificate was given`);
+      const tlsOpts = minVersion === undefined || cert === undefined ? {} : { tls: { minVersion, certificate: cert, handshakeTimeoutMs: msg.handshakeTimeoutMs } };
+      const l = new IngressHttpListener({ spec, counters, l7: block(1 + i), block, ...tlsOpts }, msg.tls, ir);
       ingress.set(spec.name, l);
       ports[spec.name] = await l.listen(spec.port);
       continue;
@@ -156,6 +161,9 @@ port.on('message', (msg: ToWorker) => {
       inbound?.updateTls(msg.tls);
       for (const u of upstreams.values()) u.updateTls(msg.tls);
       for (const l of ingress.values()) l.updateTls(msg.tls);
+      break;
+    case 'ingress-certificate':
+      for (const l of ingress.values()) l.updateCertificate(msg.certificate);
       break;
     case 'routing':
       applyRouting(msg.routing);

@@ -21,6 +21,16 @@ export interface TlsMaterial {
   readonly uri: string;
 }
 
+/**
+ * An ingress gateway's TLS listeners' certificate (-tls-cert-file/-tls-key-file): the
+ * operator's, not a mesh leaf. A secret: never logged.
+ */
+export interface IngressCertificate {
+  /** The leaf, then any intermediates. */
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
 /** One healthy instance of an upstream: a sidecar's public listener. */
 export interface Endpoint {
   readonly host: string;
@@ -142,6 +152,12 @@ export interface WorkerInit {
    * upstreams are ordinary upstream listeners (its tcp listeners). Absent: none.
    */
   readonly ingress?: readonly string[];
+  /**
+   * An ingress gateway: the `ingress` listeners that terminate TLS, with their lowest TLS
+   * version (Node's names), and the certificate they present. Absent: none.
+   */
+  readonly ingressTls?: Readonly<Record<string, 'TLSv1.2' | 'TLSv1.3'>>;
+  readonly ingressCertificate?: IngressCertificate;
   /** L7 counter blocks per worker (an ingress gateway has one per exposed service too). Absent: 1 + upstreams. */
   readonly l7Listeners?: number;
   /** Connection and request limits, idle timeouts (../dataplane/limits.ts); absent: the defaults. */
@@ -161,6 +177,8 @@ export interface WorkerInit {
 export type ToWorker =
   | WorkerInit
   | { readonly type: 'tls'; readonly tls: TlsMaterial }
+  /** An ingress gateway re-read its -tls-cert-file/-tls-key-file (SIGHUP): new connections get it. */
+  | { readonly type: 'ingress-certificate'; readonly certificate: IngressCertificate }
   | { readonly type: 'routing'; readonly routing: RoutingSnapshot }
   /** A scrape: answer with a `latency` message carrying the same `seq`. */
   | { readonly type: 'latency'; readonly seq: number }

@@ -53,9 +53,11 @@ const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const CASES: [string, unknown, string, string | RegExp][] = [
   // Kind dispatch
   ['not an object', ['Kind'], 'entry', 'must be an object with a Kind'],
-  ['no Kind', { Name: 'api' }, 'Kind', 'is required (one of service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway)'],
+  ['no Kind', { Name: 'api' }, 'Kind', 'is required (one of service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway, proxy-defaults)'],
   ['Kind not a string', { Kind: 3 }, 'Kind', 'must be a string'],
-  ['unsupported kind', { Kind: 'proxy-defaults', Name: 'global' }, 'Kind', 'unsupported config entry kind "proxy-defaults": meshd supports service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway'],
+  ['unsupported kind', { Kind: 'terminating-gateway', Name: 'egress' }, 'Kind', 'unsupported config entry kind "terminating-gateway": meshd supports service-intentions, service-defaults, jwt-provider, service-router, service-splitter, service-resolver, ingress-gateway, proxy-defaults'],
+  ['proxy-defaults under another name', { Kind: 'proxy-defaults', Name: 'web' }, 'Name', 'must be "global" (there is one proxy-defaults entry), got "web"'],
+  ['proxy-defaults with Envoy config', { Kind: 'proxy-defaults', Name: 'global', Config: { envoy_prometheus_bind_addr: '0.0.0.0:9102' } }, 'Config', 'is a Consul feature meshd does not implement in proxy-defaults; remove it'],
 
   // service-intentions: the entry
   ['no Name', set(INTENTIONS, 'Name', undefined), 'Name', 'is required'],

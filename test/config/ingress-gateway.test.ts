@@ -3,7 +3,8 @@
 // FieldError naming the field and saying the rule in Consul's words where it has them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeConfigEntry, encodeConfigEntry, ingressServiceNames, type IngressGatewayEntry } from '../../src/config/entries.ts';
+import fc from 'fast-check';
+import { decodeConfigEntry, encodeConfigEntry, ingressListenerTls, ingressServiceNames, type IngressGatewayEntry } from '../../src/config/entries.ts';
 import { decodePair, rejectsEach } from './pair.ts';
 
 function pair(hcl: string, json: unknown): Promise<IngressGatewayEntry> {
@@ -226,11 +227,19 @@ const CASES: [string, Doc, string, string | RegExp][] = [
   ['bad host port', with_((d) => (svc(http(d), 1).Hosts = ['api.example.com:99999'])), 'Listeners[0].Services[1].Hosts[0]', 'Host "api.example.com:99999" must be a valid DNS hostname'],
   ['header modifiers on tcp', with_((d) => (svc(tcp(d), 0).RequestHeaders = { Set: { a: 'b' } })), 'Listeners[1].Services[0].RequestHeaders', 'header modifiers are only valid on http listeners (service "db" on listener on port 9000)'],
   ['bad modified header', with_((d) => (svc(http(d), 0).ResponseHeaders = { Set: { 'bad header': 'b' } })), 'Listeners[0].Services[0].ResponseHeaders.Set.bad header', /is not a valid HTTP header name/],
-  ['TLS enabled', with_((d) => (d.TLS = { Enabled: true })), 'TLS.Enabled', /TLS on ingress listeners is not supported by meshd yet/],
-  ['listener TLS enabled', with_((d) => (http(d).TLS = { Enabled: true })), 'Listeners[0].TLS.Enabled', /TLS on ingress listeners is not supported by meshd yet/],
-  ['TLS SDS', with_((d) => (d.TLS = { SDS: { ClusterName: 'sds', CertResource: 'c' } })), 'TLS.SDS', /only applies with TLS/],
-  ['TLSMinVersion', with_((d) => (d.TLS = { TLSMinVersion: 'TLSv1_2' })), 'TLS.TLSMinVersion', /only applies with TLS/],
-  ['service TLS SDS', with_((d) => (svc(http(d), 0).TLS = { SDS: { CertResource: 'c' } })), 'Listeners[0].Services[0].TLS.SDS', /only applies with TLS/],
+  // TLS: what meshd does not do is refused, naming the field.
+  ['gateway TLS with a tcp listener', with_((d) => (d.TLS = { Enabled: true })), 'TLS.Enabled', /TLS on a tcp listener is not supported by meshd yet, and the gateway-wide TLS applies to every listener, listener on port 9000 \(Listeners\[1\]\) included/],
+  ['gateway TLS with a tcp listener that says Enabled = false (Consul or-s them)', with_((d) => ((d.TLS = { Enabled: true }), (tcp(d).TLS = { Enabled: false }))), 'TLS.Enabled', /TLS on a tcp listener is not supported/],
+  ['tcp listener TLS enabled', with_((d) => (tcp(d).TLS = { Enabled: true })), 'Listeners[1].TLS.Enabled', /^TLS on a tcp listener is not supported by meshd yet \(listener on port 9000\): it terminates TLS on http listeners only/],
+  ['TLS SDS', with_((d) => (d.TLS = { SDS: { ClusterName: 'sds', CertResource: 'c' } })), 'TLS.SDS', /is not supported by meshd: give the gateway its certificate with -tls-cert-file and -tls-key-file/],
+  ['listener TLS SDS', with_((d) => (http(d).TLS = { Enabled: true, SDS: { ClusterName: 'sds', CertResource: 'c' } })), 'Listeners[0].TLS.SDS', /is not supported by meshd/],
+  ['TLSMaxVersion', with_((d) => (http(d).TLS = { Enabled: true, TLSMaxVersion: 'TLSv1_2' })), 'Listeners[0].TLS.TLSMaxVersion', /is not supported by meshd: its ingress listeners offer TLS up to TLSv1_3/],
+  ['CipherSuites', with_((d) => (d.TLS = { CipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'] })), 'TLS.CipherSuites', /is not supported by meshd/],
+  ['TLSMinVersion TLSv1_1', with_((d) => (http(d).TLS = { Enabled: true, TLSMinVersion: 'TLSv1_1' })), 'Listeners[0].TLS.TLSMinVersion', 'TLSv1_1 is not supported by meshd: its ingress listeners speak TLSv1_2 or TLSv1_3'],
+  ['TLSMinVersion misspelt', with_((d) => (d.TLS = { TLSMinVersion: 'TLS1.3' })), 'TLS.TLSMinVersion', '"TLS1.3" is not a valid TLS version: give TLSv1_2 or TLSv1_3'],
+  ['TLS Enabled not a bool', with_((d) => (http(d).TLS = { Enabled: 'yes' })), 'Listeners[0].TLS.Enabled', /must be true or false/],
+  ['unknown TLS key', with_((d) => (d.TLS = { Enabled: false, Certificate: 'x' })), 'TLS.Certificate', 'invalid config key "Certificate"'],
+  ['service TLS SDS', with_((d) => (svc(http(d), 0).TLS = { SDS: { CertResource: 'c' } })), 'Listeners[0].Services[0].TLS.SDS', /per-service certificates \(SDS\) are not supported by meshd/],
   ['Defaults', with_((d) => (d.Defaults = { MaxConnections: 10 })), 'Defaults.MaxConnections', /not supported on an ingress gateway by meshd yet: set it in the UpstreamConfig/],
   ['service MaxPendingRequests', with_((d) => (svc(http(d), 0).MaxPendingRequests = 5)), 'Listeners[0].Services[0].MaxPendingRequests', /not supported on an ingress service/],
   ['service PassiveHealthCheck', with_((d) => (svc(http(d), 0).PassiveHealthCheck = { MaxFailures: 3 })), 'Listeners[0].Services[0].PassiveHealthCheck', /not supported on an ingress service/],
@@ -244,3 +253,98 @@ test('the valid base decodes', () => {
 });
 
 rejectsEach(CASES);
+
+test('TLS: the entry default and listener overrides (HCL and JSON alike), Consul API JSON back', async () => {
+  const e = await pair(
+    `
+Kind = "ingress-gateway"
+Name = "edge"
+TLS {
+  Enabled       = true
+  TLSMinVersion = "TLSv1_2"
+}
+Listeners = [
+  {
+    Port     = 8443
+    Protocol = "http"
+    Services = [{ Name = "api", Hosts = ["api.example.com"] }]
+  },
+  {
+    Port     = 9443
+    Protocol = "http"
+    TLS {
+      TLSMinVersion = "TLSv1_3"
+    }
+    Services = [{ Name = "web" }]
+  },
+]
+`,
+    {
+      Kind: 'ingress-gateway',
+      Name: 'edge',
+      TLS: { Enabled: true, TLSMinVersion: 'TLSv1_2' },
+      Listeners: [
+        { Port: 8443, Protocol: 'http', Services: [{ Name: 'api', Hosts: ['api.example.com'] }] },
+        { Port: 9443, Protocol: 'http', TLS: { TLSMinVersion: 'TLSv1_3' }, Services: [{ Name: 'web' }] },
+      ],
+    },
+  );
+  assert.deepEqual(e.tls, { enabled: true, minVersion: 'TLSv1_2' });
+  assert.equal(e.listeners[0]?.tls, undefined);
+  assert.deepEqual(e.listeners[1]?.tls, { enabled: false, minVersion: 'TLSv1_3' });
+  // The entry's TLS is every listener's; a listener's version replaces the entry's.
+  assert.deepEqual(e.listeners.map((l) => ingressListenerTls(e, l)), [{ minVersion: 'TLSv1.2' }, { minVersion: 'TLSv1.3' }]);
+  const json = encodeConfigEntry(e, { createIndex: 1, modifyIndex: 2 }) as { TLS: unknown; Listeners: Record<string, unknown>[] };
+  assert.deepEqual(json.TLS, { Enabled: true, TLSMinVersion: 'TLSv1_2' });
+  assert.equal('TLS' in (json.Listeners[0] as object), false, 'a listener without a TLS block has none in the JSON (omitempty)');
+  assert.deepEqual(json.Listeners[1]?.TLS, { Enabled: false, TLSMinVersion: 'TLSv1_3' });
+});
+
+test('TLS on one listener only: that listener terminates TLS (TLS 1.3 by default), the tcp one stays plain', async () => {
+  const e = await pair(
+    `
+Kind = "ingress-gateway"
+Name = "edge"
+Listeners = [
+  { Port = 8443, Protocol = "http", TLS { Enabled = true }, Services = [{ Name = "api" }] },
+  { Port = 8080, Protocol = "http", Services = [{ Name = "api" }] },
+  { Port = 5432, Protocol = "tcp", TLS { Enabled = false }, Services = [{ Name = "db" }] },
+]
+`,
+    {
+      Kind: 'ingress-gateway',
+      Name: 'edge',
+      Listeners: [
+        { Port: 8443, Protocol: 'http', TLS: { Enabled: true }, Services: [{ Name: 'api' }] },
+        { Port: 8080, Protocol: 'http', Services: [{ Name: 'api' }] },
+        { Port: 5432, Protocol: 'tcp', TLS: { Enabled: false }, Services: [{ Name: 'db' }] },
+      ],
+    },
+  );
+  assert.equal(e.tls, undefined);
+  assert.deepEqual(e.listeners.map((l) => ingressListenerTls(e, l)), [{ minVersion: 'TLSv1.3' }, null, null]);
+  const json = encodeConfigEntry(e, { createIndex: 1, modifyIndex: 2 }) as { TLS: unknown; Listeners: Record<string, unknown>[] };
+  assert.deepEqual(json.TLS, { Enabled: false });
+  assert.deepEqual(json.Listeners.map((l) => l.TLS), [{ Enabled: true }, undefined, { Enabled: false }]);
+  // snake_case and TLS_AUTO (Consul's "the default") are taken too.
+  const snake = decodeConfigEntry({ kind: 'ingress-gateway', name: 'e', tls: { enabled: true, tls_min_version: 'TLS_AUTO' }, listeners: [{ port: 1, protocol: 'http', services: [{ name: 'a' }] }] }) as IngressGatewayEntry;
+  assert.deepEqual(ingressListenerTls(snake, snake.listeners[0] as IngressGatewayEntry['listeners'][number]), { minVersion: 'TLSv1.3' });
+});
+
+test('property: any TLS blocks on the entry and an http listener round trip, and merge as Consul does', () => {
+  const version = fc.constantFrom('', 'TLS_AUTO', 'TLSv1_2', 'TLSv1_3');
+  const block = fc.option(fc.record({ Enabled: fc.boolean(), TLSMinVersion: version }, { requiredKeys: [] }), { nil: undefined });
+  fc.assert(
+    fc.property(block, block, (gw, ls) => {
+      const doc = { Kind: 'ingress-gateway', Name: 'g', ...(gw === undefined ? {} : { TLS: gw }), Listeners: [{ Port: 1, Protocol: 'http', ...(ls === undefined ? {} : { TLS: ls }), Services: [{ Name: 'a' }] }] };
+      const e = decodeConfigEntry(doc) as IngressGatewayEntry;
+      assert.deepEqual(decodeConfigEntry(encodeConfigEntry(e, { createIndex: 1, modifyIndex: 1 })), e);
+      const l = e.listeners[0] as IngressGatewayEntry['listeners'][number];
+      const enabled = gw?.Enabled === true || ls?.Enabled === true;
+      const own = ls?.TLSMinVersion ?? '';
+      const v = own !== '' ? own : (gw?.TLSMinVersion ?? '');
+      assert.deepEqual(ingressListenerTls(e, l), enabled ? { minVersion: v === 'TLSv1_2' ? 'TLSv1.2' : 'TLSv1.3' } : null);
+    }),
+    { numRuns: 300 },
+  );
+});

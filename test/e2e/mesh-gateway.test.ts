@@ -280,38 +280,55 @@ describe('mesh gateway: SNI routing with TLS passed through (one datacenter)', (
     const raw = join(dir, 'lo.pcap');
     const pcap = join(dir, 'gw.pcap');
     const filter = `tcp and (port ${gwPort} or port ${sidecarPorts[0]} or port ${sidecarPorts[1]})`;
-    // The filter is applied offline (tcpdump -r, libpcap's own BPF interpreter): on some kernels
-    // (this CI's VM) a filter attached to the live loopback socket drops every packet. The live
-    // capture takes all of lo for the second this test runs.
-    const dump: ChildProcess = spawn('tcpdump', ['-i', 'lo', '-U', '-n', '-s', '0', '-w', raw], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    const started = await new Promise<boolean>((resolve) => {
-      dump.stderr?.setEncoding('utf8');
-      dump.stderr?.on('data', (d: string) => {
-        err += d;
-        if (/listening on/.test(err)) resolve(true);
+    // --immediate-mode: without it libpcap hands packets over in ring-buffer blocks, retired on a
+    // timeout, and the packets of a block not yet retired when tcpdump is stopped are lost
+    // ("N packets received by filter", 0 captured). The filter is applied offline (tcpdump -r),
+    // so the live capture takes all of lo for the second this test runs.
+    // The capture takes every packet on lo while other tests may be busy there too; a kernel
+    // buffer overrun drops packets, so a capture that missed the connections is taken again
+    // (each attempt makes new connections), up to three times.
+    const marker = `plaintext-marker-${Math.random().toString(36).slice(2)}`;
+    const capture = async (): Promise<{ skip: string } | { file: Buffer; stderr: string }> => {
+      const dump: ChildProcess = spawn('tcpdump', ['-i', 'lo', '-U', '-n', '-s', '0', '--immediate-mode', '-w', raw], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      const started = await new Promise<boolean>((resolve) => {
+        dump.stderr?.setEncoding('utf8');
+        dump.stderr?.on('data', (d: string) => {
+          err += d;
+          if (/listening on/.test(err)) resolve(true);
+        });
+        dump.once('exit', () => resolve(false));
+        dump.once('error', () => resolve(false));
+        setTimeout(() => resolve(false), 5000);
       });
-      dump.once('exit', () => resolve(false));
-      dump.once('error', () => resolve(false));
-      setTimeout(() => resolve(false), 5000);
-    });
-    if (!started) {
-      dump.kill('SIGKILL');
-      t.skip(`tcpdump could not capture on lo (needs CAP_NET_RAW): ${err.trim()}`);
+      if (!started) {
+        dump.kill('SIGKILL');
+        return { skip: `tcpdump could not capture on lo (needs CAP_NET_RAW): ${err.trim()}` };
+      }
+      // One connection to each instance (by subset: the plain name's round robin is per worker).
+      const results = [await viaGateway(sni('api', 'v1'), `/${marker}`), await viaGateway(sni('api', 'v2'), `/${marker}`)];
+      for (const r of results) assert.match(r.text, new RegExp(`^HTTP/1\\.1 200[\\s\\S]*${marker}`), 'the app saw the marker (so it crossed the capture)');
+      // Let the last segments reach the capture, then stop it (SIGINT flushes the file).
+      await new Promise((r) => setTimeout(r, 300));
+      const exited = new Promise<void>((resolve) => dump.once('exit', () => resolve()));
+      dump.kill('SIGINT');
+      await exited;
+      const offline = spawnSync('tcpdump', ['-r', raw, '-w', pcap, filter], { encoding: 'utf8' });
+      assert.equal(offline.status, 0, `tcpdump -r: ${offline.stderr}`);
+      return { file: readFileSync(pcap), stderr: err };
+    };
+    const complete = (f: Buffer): boolean => {
+      const all = readPcapStreams(f).filter((x) => x.data.length > 0);
+      return all.filter((x) => x.dstPort === gwPort || x.srcPort === gwPort).length >= 4 && all.every((x) => x.gaps === 0 && x.fromStart);
+    };
+    let got = await capture();
+    for (let attempt = 1; attempt < 3 && 'file' in got && !complete(got.file); attempt++) got = await capture();
+    if ('skip' in got) {
+      t.skip(got.skip);
       return;
     }
-    const marker = `plaintext-marker-${Math.random().toString(36).slice(2)}`;
-    // One connection to each instance (by subset: the plain name's round robin is per worker).
-    const results = [await viaGateway(sni('api', 'v1'), `/${marker}`), await viaGateway(sni('api', 'v2'), `/${marker}`)];
-    for (const r of results) assert.match(r.text, new RegExp(`^HTTP/1\\.1 200[\\s\\S]*${marker}`), 'the app saw the marker (so it crossed the capture)');
-    // Let the last segments reach the capture, then stop it (SIGINT flushes the file).
-    await new Promise((r) => setTimeout(r, 300));
-    const exited = new Promise<void>((resolve) => dump.once('exit', () => resolve()));
-    dump.kill('SIGINT');
-    await exited;
-    const offline = spawnSync('tcpdump', ['-r', raw, '-w', pcap, filter], { encoding: 'utf8' });
-    assert.equal(offline.status, 0, `tcpdump -r: ${offline.stderr}`);
-    const file = readFileSync(pcap);
+    t.diagnostic(`tcpdump: ${got.stderr.trim().split('\n').slice(-3).join('; ')}`);
+    const file = got.file;
     assert.equal(file.indexOf(marker), -1, 'the plaintext marker appears in the capture');
     const streams = readPcapStreams(file).filter((s) => s.data.length > 0);
     const legs = (port: number): typeof streams => streams.filter((s) => s.dstPort === port || s.srcPort === port);
