@@ -114,6 +114,17 @@ export function webCryptoCaAlgorithms(
 // ---------------------------------------------------------------------------------------
 // Roots.
 
+/** A CA key pair (a root's or an intermediate's) of the configured type, with its WebCrypto algorithms. */
+async function generateCaKeys(privateKeyType: CaKeyType | undefined, privateKeyBits: number | undefined): Promise<{ algs: ReturnType<typeof webCryptoCaAlgorithms>; keys: webcrypto.CryptoKeyPair }> {
+  const { type, bits } = generatedKeyParams(privateKeyType, privateKeyBits);
+  const algs = webCryptoCaAlgorithms(type, bits);
+  const keyParams: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams =
+    type === 'rsa'
+      ? { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }
+      : (algs.key as webcrypto.EcKeyGenParams);
+  return { algs, keys: await subtle.generateKey(keyParams, true, ['sign', 'verify']) };
+}
+
 /**
  * Generates a self-signed root CA (§1.5): key of the given type (EC P-256 by default),
  * CN `pri-….consul.ca.<td8>.consul`, one URI SAN `spiffe://<td>`, critical
@@ -133,14 +144,7 @@ export async function generateRoot(opts: {
   const rootUri = signingSpiffeId(trustDomain); // throws RangeError on a bad cluster ID
   const notBefore = wholeSeconds(opts.now, 'now');
   const notAfter = floorToSecond(notBefore + checkTtl(opts.ttlMs ?? DEFAULT_ROOT_TTL_MS, 'ttlMs'));
-  const { type, bits } = generatedKeyParams(opts.privateKeyType, opts.privateKeyBits);
-  const algs = webCryptoCaAlgorithms(type, bits);
-
-  const keyParams: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams =
-    type === 'rsa'
-      ? { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }
-      : (algs.key as webcrypto.EcKeyGenParams);
-  const keys = await subtle.generateKey(keyParams, true, ['sign', 'verify']);
+  const { algs, keys } = await generateCaKeys(opts.privateKeyType, opts.privateKeyBits);
   const spki = new Uint8Array(await subtle.exportKey('spki', keys.publicKey));
   const ski = hex(keyId(spki));
 
@@ -451,13 +455,7 @@ const INTERMEDIATE_KEY_USAGE = asn1Extension(OID_EL_KEY_USAGE, true, Uint8Array.
  */
 export async function createIntermediateCsr(opts: { trustDomain: string; privateKeyType?: CaKeyType; privateKeyBits?: number }): Promise<{ csrPem: string; keyPem: string }> {
   const uri = signingSpiffeId(opts.trustDomain);
-  const { type, bits } = generatedKeyParams(opts.privateKeyType, opts.privateKeyBits);
-  const algs = webCryptoCaAlgorithms(type, bits);
-  const keyParams: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams =
-    type === 'rsa'
-      ? { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }
-      : (algs.key as webcrypto.EcKeyGenParams);
-  const keys = await subtle.generateKey(keyParams, true, ['sign', 'verify']);
+  const { algs, keys } = await generateCaKeys(opts.privateKeyType, opts.privateKeyBits);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${rootCommonName(opts.trustDomain).replace(/^pri-/, 'sec-')}`,
     keys,

@@ -12,7 +12,7 @@
 // … metrics=HOST:PORT workers=N` once every listener is bound (port 0 in the entry: the port
 // the kernel gave).
 
-import { ApiError } from '../control/client.ts';
+import { ApiError, type AgentClient } from '../control/client.ts';
 import { parseDuration } from '../control/decode.ts';
 import { HTTP_API_FLAGS, apiClient, apiToken } from '../cli/http-api.ts';
 import { DATA_PLANE_SERVE_FLAGS, describeReload, parseDataPlaneServeFlags, serveSignals } from '../cli/serve.ts';
@@ -121,22 +121,7 @@ export async function cmdConnectGateway(argv: readonly string[], io: GatewayCliI
   if (addrs.metrics !== null) parts.push(`metrics=${addrs.metrics.host}:${addrs.metrics.port}`);
   parts.push(`workers=${workers}`);
   io.out(`meshd gateway ready: ${parts.join(' ')}`);
-  signals.onReload(() => {
-    try {
-      client.setToken(apiToken(f));
-    } catch (e) {
-      io.log(`[WARN] gateway: reload: cannot read the token, keeping the current one: ${(e as Error).message}`);
-    }
-    gateway.reload().then(
-      (r) => io.log(describeReload('gateway', r)),
-      (e: Error) => io.log(`[ERROR] gateway: reload failed: ${e.message}`),
-    );
-  });
-  const sig = await signals.until();
-  io.log(`[INFO] gateway: caught ${sig}, deregistering and draining for up to ${serve.drainTimeoutMs} ms (send it again to exit at once)`);
-  await gateway.stop({ drainTimeoutMs: serve.drainTimeoutMs });
-  io.log('[INFO] gateway: drained, exiting');
-  return 0;
+  return serveUntilSignal(gateway, { client, f, io, signals, drainTimeoutMs: serve.drainTimeoutMs, describe: (r) => describeReload('gateway', r) });
 }
 
 /** `-mesh`: a mesh gateway (./mesh.ts). */
@@ -187,24 +172,42 @@ async function cmdMeshGateway(f: ParsedFlags, io: GatewayCliIo): Promise<number>
   if (addrs.metrics !== null) parts.push(`metrics=${hostPort(addrs.metrics)}`);
   parts.push(`workers=${workers}`);
   io.out(`meshd gateway ready: ${parts.join(' ')}`);
-  signals.onReload(() => {
-    try {
-      client.setToken(apiToken(f));
-    } catch (e) {
-      io.log(`[WARN] gateway: reload: cannot read the token, keeping the current one: ${(e as Error).message}`);
-    }
-    gateway.reload().then(
-      (r) => io.log(`[${r.failedWatches === 0 && r.registered ? 'INFO' : 'WARN'}] gateway: reloaded: re-read ${r.watches - r.failedWatches} of ${r.watches} watches${r.registered ? '' : '; registering again failed'}; listeners and open connections untouched`),
-      (e: Error) => io.log(`[ERROR] gateway: reload failed: ${e.message}`),
-    );
+  return serveUntilSignal(gateway, {
+    client,
+    f,
+    io,
+    signals,
+    drainTimeoutMs: serve.drainTimeoutMs,
+    describe: (r) => `[${r.failedWatches === 0 && r.registered ? 'INFO' : 'WARN'}] gateway: reloaded: re-read ${r.watches - r.failedWatches} of ${r.watches} watches${r.registered ? '' : '; registering again failed'}; listeners and open connections untouched`,
   });
-  const sig = await signals.until();
-  io.log(`[INFO] gateway: caught ${sig}, deregistering and draining for up to ${serve.drainTimeoutMs} ms (send it again to exit at once)`);
-  await gateway.stop({ drainTimeoutMs: serve.drainTimeoutMs });
-  io.log('[INFO] gateway: drained, exiting');
-  return 0;
 }
 
 function hostPort(a: { readonly host: string; readonly port: number }): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/**
+ * What both gateways do once ready: SIGHUP re-reads the token file and reloads (logged with
+ * `describe`); the first SIGTERM/SIGINT deregisters and drains, then the process exits 0.
+ */
+async function serveUntilSignal<R>(
+  gateway: { reload(): Promise<R>; stop(o: { drainTimeoutMs: number }): Promise<void> },
+  o: { client: Pick<AgentClient, 'setToken'>; f: Parameters<typeof apiToken>[0]; io: { log(line: string): void }; signals: ReturnType<typeof serveSignals>; drainTimeoutMs: number; describe: (r: R) => string },
+): Promise<number> {
+  o.signals.onReload(() => {
+    try {
+      o.client.setToken(apiToken(o.f));
+    } catch (e) {
+      o.io.log(`[WARN] gateway: reload: cannot read the token, keeping the current one: ${(e as Error).message}`);
+    }
+    gateway.reload().then(
+      (r) => o.io.log(o.describe(r)),
+      (e: Error) => o.io.log(`[ERROR] gateway: reload failed: ${e.message}`),
+    );
+  });
+  const sig = await o.signals.until();
+  o.io.log(`[INFO] gateway: caught ${sig}, deregistering and draining for up to ${o.drainTimeoutMs} ms (send it again to exit at once)`);
+  await gateway.stop({ drainTimeoutMs: o.drainTimeoutMs });
+  o.io.log('[INFO] gateway: drained, exiting');
+  return 0;
 }

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
 import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
 import { startEchoApp, waitUntilEchoes, type EchoApp } from '../helpers/net.ts';
+import { until } from '../helpers/until.ts';
 
 const DRAIN_MS = 4000;
 
@@ -46,15 +47,6 @@ function refused(p: number): Promise<boolean> {
     });
     s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
   });
-}
-
-async function until(what: string, check: () => Promise<boolean>, limitMs: number): Promise<number> {
-  const start = performance.now();
-  while (!(await check())) {
-    assert.ok(performance.now() - start < limitMs, `${what}: not within ${limitMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return performance.now() - start;
 }
 
 /** An open L4 connection: write a line and read its echo. */

@@ -16,6 +16,7 @@ import { meshd } from '../helpers/cli.ts';
 import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
 import { assertStrictMetrics } from '../helpers/prom-check.ts';
 import { echoOnce, scrapeUntil, startEchoApp, total, waitUntilRefused, type EchoApp } from '../helpers/net.ts';
+import { until } from '../helpers/until.ts';
 
 interface Reply {
   readonly status: number;
@@ -37,14 +38,6 @@ function get(addr: string, host: string, path = '/'): Promise<Reply> {
     req.on('error', reject);
     req.end();
   });
-}
-
-async function until(what: string, check: () => Promise<boolean>, limitMs = 8000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `${what}: not within ${limitMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('ingress gateway: Host routing to the mesh over mTLS, chains, intentions, metrics', () => {

@@ -19,6 +19,7 @@ import { freePort, startMeshd, type MeshdProcess } from '../../src/demo/procs.ts
 import { meshd } from '../helpers/cli.ts';
 import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
 import { scrapeUntil, total } from '../helpers/net.ts';
+import { until } from '../helpers/until.ts';
 
 /** A self-signed P-256 certificate for `cn` (also its DNS SAN), written as cert and key PEM. */
 function makeCert(dir: string, stem: string, cn: string): { cert: string; key: string } {
@@ -80,14 +81,6 @@ function requestOver(s: tls.TLSSocket): Promise<string> {
     s.once('error', reject);
     s.write('GET /kept HTTP/1.1\r\nHost: api.example.com\r\n\r\n');
   });
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, limitMs = 10_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `${what}: not within ${limitMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('ingress gateway TLS listeners: the operator certificate, Host routing, min version, SIGHUP rotation', () => {

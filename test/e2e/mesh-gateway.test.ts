@@ -19,6 +19,7 @@ import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
 import { scrape, scrapeUntil, total } from '../helpers/net.ts';
 import { checkTlsRecords, readPcapStreams } from '../helpers/pcap.ts';
 import { assertStrictMetrics } from '../helpers/prom-check.ts';
+import { until } from '../helpers/until.ts';
 
 interface Leaf {
   readonly CertPEM: string;
@@ -39,14 +40,6 @@ async function getJson<T>(url: string): Promise<T> {
   const r = await fetch(url);
   assert.equal(r.status, 200, `${url}: ${r.status}`);
   return (await r.json()) as T;
-}
-
-async function until(what: string, check: () => Promise<boolean>, limitMs = 10_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `${what}: not within ${limitMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('mesh gateway: SNI routing with TLS passed through (one datacenter)', () => {

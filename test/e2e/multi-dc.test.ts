@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
 import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
+import { eventually } from '../helpers/until.ts';
 
 interface Answer {
   readonly status: number;
@@ -35,19 +36,12 @@ async function call(port: number, path = '/items'): Promise<Answer> {
   return { status: r.status, instance: body.instance ?? null, xfcc: body.xfcc ?? null };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Connections a mesh gateway holds open now. */
+async function active(metricsAddr: string): Promise<number> {
+  const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith('meshd_mesh_gateway_connections_active')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
 }
 
 /** Connections a mesh gateway has spliced (every worker, every destination). */
@@ -82,7 +76,7 @@ describe('two datacenters: web in dc1 calls api in dc2 through mesh gateways', {
     trustDomain = agent1.fields['trust-domain'] as string;
     const agent2 = await start(['agent', '-dev', '-datacenter', 'dc2', '-primary-datacenter', 'dc1', '-join-wan', http1, '-http-addr', '127.0.0.1:0', '-data-dir', join(dir, 'dc2')]);
     http2 = agent2.fields.http as string;
-    await until('dc2 to join dc1', async () => {
+    await eventually('dc2 to join dc1', async () => {
       const dcs = (await (await fetch(`http://${http1}/v1/catalog/datacenters`)).json()) as string[];
       return dcs.includes('dc2') ? true : undefined;
     });
@@ -103,7 +97,7 @@ describe('two datacenters: web in dc1 calls api in dc2 through mesh gateways', {
     const web = await start(['connect', 'proxy', '-service', 'web', '-upstream', 'api@dc2:0', '-workers', '1', '-http-addr', http1]);
     port = Number((web.fields['upstream.api@dc2'] as string).split(':')[1]);
     // Until dc2's gateway is in the federation state and every watch has caught up.
-    await until('a first answer from api in dc2', async () => ((await call(port)).instance === 'api-dc2' ? true : undefined), 30_000);
+    await eventually('a first answer from api in dc2', async () => ((await call(port)).instance === 'api-dc2' ? true : undefined), 30_000);
   });
 
   after(async () => {
@@ -130,19 +124,20 @@ describe('two datacenters: web in dc1 calls api in dc2 through mesh gateways', {
     await mode('remote');
     const g1 = await spliced(gw1.fields.metrics as string);
     const g2 = await spliced(gw2.fields.metrics as string);
-    await until('a request through gw2 alone', async () => {
+    await eventually('a request through gw2 alone', async () => {
       const r = await call(port);
       return r.instance === 'api-dc2' && (await spliced(gw2.fields.metrics as string)) > g2 ? true : undefined;
     });
     for (let i = 0; i < 5; i++) assert.equal((await call(port)).instance, 'api-dc2');
     assert.equal(await spliced(gw1.fields.metrics as string), g1, 'mode remote went through the local gateway');
     await mode('none');
-    // Let the routing change land, then nothing more may pass either gateway.
-    await new Promise((r) => setTimeout(r, 1000));
+    // The routing change closes the pooled connections through the gateways; from then on a
+    // request through either would open a new one there.
+    await eventually('no connection left through the gateways', async () => ((await active(gw1.fields.metrics as string)) + (await active(gw2.fields.metrics as string)) === 0 ? true : undefined));
     const n1 = await spliced(gw1.fields.metrics as string);
     const n2 = await spliced(gw2.fields.metrics as string);
     for (let i = 0; i < 5; i++) assert.equal((await call(port)).instance, 'api-dc2');
-    assert.deepEqual([await spliced(gw1.fields.metrics as string), await spliced(gw2.fields.metrics as string)], [n1, n2]);
+    assert.deepEqual([await spliced(gw1.fields.metrics as string), await spliced(gw2.fields.metrics as string), await active(gw1.fields.metrics as string), await active(gw2.fields.metrics as string)], [n1, n2, 0, 0]);
     await mode('local');
   });
 
@@ -166,7 +161,7 @@ describe('two datacenters: web in dc1 calls api in dc2 through mesh gateways', {
     })();
     await new Promise((r) => setTimeout(r, 500));
     await api2.stop();
-    await until('answers from dc1', () => Promise.resolve(seen.length > 5 && seen.slice(-5).every((s) => s === 'api-dc1') ? true : undefined));
+    await eventually('answers from dc1', () => Promise.resolve(seen.length > 5 && seen.slice(-5).every((s) => s === 'api-dc1') ? true : undefined));
     await new Promise((r) => setTimeout(r, 500));
     stop = true;
     await loop;

@@ -23,18 +23,10 @@ import { createLeafCsr } from '../../src/ca/authority.ts';
 import { serviceSpiffeId } from '../../src/ca/spiffe.ts';
 import { putConfig, startApp, type HttpApp } from '../helpers/http-app.ts';
 import { parseMetrics, startEchoApp, waitUntilEchoes, type EchoApp } from '../helpers/net.ts';
+import { until } from '../helpers/until.ts';
 
 function port(p: MeshdProcess, field: string): number {
   return Number((p.fields[field] as string).split(':').at(-1));
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, limitMs: number): Promise<number> {
-  const start = performance.now();
-  while (!(await check())) {
-    assert.ok(performance.now() - start < limitMs, `${what}: not within ${limitMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return performance.now() - start;
 }
 
 function get(p: number, path: string, agent: http.Agent): Promise<{ status: number; socket: net.Socket; reused: boolean }> {
