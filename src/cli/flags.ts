@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { DATACENTER_RE } from '../control/decode.ts';
 
 // Consul-style flag parsing: `-service web`, `--service web`, `-service=web`, repeatable
 // list flags (`-upstream a:1 -upstream b:2`) and booleans (`-dev`, `-dev=false`).
@@ -146,7 +147,7 @@ export function parseUpstream(value: string): ParsedUpstream {
   const out: ParsedUpstream = { name, host: m[4] ?? '127.0.0.1', port: Number(m[5]) };
   const dc = m[3];
   if (dc === undefined) return out;
-  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(dc)) throw new UsageError(`-upstream ${JSON.stringify(value)}: ${JSON.stringify(dc)} is not a datacenter name (lower-case letters, digits, "-" or "_")`);
+  if (!DATACENTER_RE.test(dc)) throw new UsageError(`-upstream ${JSON.stringify(value)}: ${JSON.stringify(dc)} is not a datacenter name (lower-case letters, digits, "-" or "_")`);
   return { ...out, name: `${name}@${dc}`, service: name, datacenter: dc };
 }
 

@@ -5,7 +5,7 @@
 
 import { tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { UUID_RE, parseDuration, parseJson } from '../control/decode.ts';
+import { DATACENTER_RE, UUID_RE, parseDuration, parseJson } from '../control/decode.ts';
 import { CA_CONFIG_OBJECT_KEYS, collapseBlocks, parseConfigText } from '../config/hcl.ts';
 import { join } from 'node:path';
 import { parseFlags, parseHostPort, parseUpstream, parseWorkers, usageText, UsageError, type FlagSpecs, type ParsedFlags } from './flags.ts';
@@ -80,7 +80,7 @@ const AGENT_FLAGS: FlagSpecs = {
  */
 async function federationFlags(f: ParsedFlags, datacenter: string): Promise<{ primaryDatacenter: string; joinWan?: string; replicationToken: string | null }> {
   const primary = f.strings.get('primary-datacenter') ?? datacenter;
-  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(primary)) throw new UsageError('-primary-datacenter must be lower-case letters, digits, "-" or "_"');
+  if (!DATACENTER_RE.test(primary)) throw new UsageError('-primary-datacenter must be lower-case letters, digits, "-" or "_"');
   const join = f.strings.get('join-wan');
   const tokenFile = f.strings.get('replication-token-file');
   if (primary === datacenter) {
@@ -159,7 +159,7 @@ async function cmdAgent(argv: readonly string[]): Promise<number> {
   const policy = f.strings.get('default-intention-policy');
   if (policy !== 'allow' && policy !== 'deny') throw new UsageError('-default-intention-policy must be allow or deny');
   const datacenter = f.strings.get('datacenter') ?? 'dc1';
-  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(datacenter)) throw new UsageError('-datacenter must be lower-case letters, digits, "-" or "_"');
+  if (!DATACENTER_RE.test(datacenter)) throw new UsageError('-datacenter must be lower-case letters, digits, "-" or "_"');
   const addr = parseHostPort(f.strings.get('http-addr') ?? '', 'http-addr');
   let federation: Awaited<ReturnType<typeof federationFlags>>;
   try {

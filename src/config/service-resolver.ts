@@ -20,7 +20,7 @@
 // Cross-entry rules (a subset named on another service's resolver exists, redirect loops)
 // are the chain compiler's (src/chain/compile.ts).
 
-import { FieldError, type JsonObject } from '../control/decode.ts';
+import { DATACENTER_RE, FieldError, type JsonObject } from '../control/decode.ts';
 import { compileHealthFilter, FilterError } from '../control/filter.ts';
 import type { LoadBalancerPolicy } from '../chain/types.ts';
 import {
@@ -164,9 +164,6 @@ function decodeRedirect(e: WireObject, name: string, isSubset: (s: string) => bo
   }
   return { service, serviceSubset, datacenter };
 }
-
-/** The agent's -datacenter rule: a datacenter name is one lower-case SNI label. */
-export const DATACENTER_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 function validateDatacenter(dc: string, field: string): void {
   if (!DATACENTER_RE.test(dc)) throw new FieldError(field, `${JSON.stringify(dc)} is not a valid datacenter name (lower-case letters, digits, "-" or "_", at most 63)`);

@@ -13,7 +13,6 @@ import { CONFIG_ENTRY_KINDS, decodeConfigEntry, encodeConfigEntry, parseConfigEn
 import { referencedJwtProviders } from '../config/service-intentions.ts';
 import { compileChain } from '../chain/compile.ts';
 import type { MeshGatewayMode } from '../chain/types.ts';
-import { DATACENTER_RE } from '../config/service-resolver.ts';
 import { gatewayConfig, ingressProtocolErrors } from '../gateway/config.ts';
 import { FEDERATION_STATES, meshGatewayConfig, type FederationState, type HealthEntryList } from '../gateway/mesh-config.ts';
 import { compileL7Sources, normalizeRequestPath } from '../authz/l7.ts';
@@ -25,7 +24,7 @@ import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, extractToken, type Access, type Caller } from './acl.ts';
 import { CsrLimiter } from './rate-limit.ts';
 import { PolicyEngine } from './policy.ts';
-import { FieldError, UUID_RE, parseDuration, parseJsonObject, reqString } from './decode.ts';
+import { DATACENTER_RE, FieldError, UUID_RE, parseDuration, parseJsonObject, reqString } from './decode.ts';
 import { HttpError, Router, blockingParams, flagParam, readBody, sendJson, sendText, type RequestContext } from './http.ts';
 import { SigningPool } from '../ca/pool.ts';
 import { CaError, CsrError, IntermediateError } from '../ca/authority.ts';

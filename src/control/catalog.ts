@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import type { Store } from './store.ts';
 import {
+  DATACENTER_RE,
   FieldError,
   type JsonObject,
   optNumber,
@@ -455,7 +456,7 @@ function decodeUpstreams(p: JsonObject, path: string): UpstreamConfig[] {
     defaultOnly(u, 'DestinationNamespace', join(at, 'DestinationNamespace'));
     defaultOnly(u, 'DestinationPartition', join(at, 'DestinationPartition'));
     const dc = optString(u, 'Datacenter', join(at, 'Datacenter')) ?? '';
-    if (dc !== '' && !DATACENTER_NAME_RE.test(dc)) throw new FieldError(join(at, 'Datacenter'), `${JSON.stringify(dc)} is not a valid datacenter name`);
+    if (dc !== '' && !DATACENTER_RE.test(dc)) throw new FieldError(join(at, 'Datacenter'), `${JSON.stringify(dc)} is not a valid datacenter name`);
     const mode = decodeMeshGateway(u, join(at, 'MeshGateway'));
     const port = optPort(u, 'LocalBindPort', join(at, 'LocalBindPort')) ?? 0;
     if (port === 0) throw new FieldError(join(at, 'LocalBindPort'), 'is required (1..65535)');
@@ -468,9 +469,6 @@ function decodeUpstreams(p: JsonObject, path: string): UpstreamConfig[] {
   });
   return out;
 }
-
-/** A datacenter name: one lower-case SNI label (the agent's -datacenter rule). */
-const DATACENTER_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 /** `MeshGateway { Mode }` of an upstream or a proxy: absent or an empty Mode is "not set". */
 function decodeMeshGateway(o: JsonObject, path: string): 'none' | 'local' | 'remote' | undefined {

@@ -18,6 +18,9 @@ export class FieldError extends Error {
 export type JsonObject = Record<string, unknown>;
 
 /** A UUID in its canonical text form (Consul's IDs: legacy intention IDs, token accessors). */
+/** A datacenter name: one lower-case SNI label (it appears in SPIFFE IDs, SNI names and target IDs). */
+export const DATACENTER_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function norm(key: string): string {

@@ -14,7 +14,7 @@ import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders,
 import type { Store } from './store.ts';
 import type { CheckRecord, ServiceRecord } from './catalog.ts';
 import { SERVICES, CHECKS } from './catalog.ts';
-import { FieldError } from './decode.ts';
+import { DATACENTER_RE, FieldError } from './decode.ts';
 import { AgentClient, AgentUnreachable, ApiError } from './client.ts';
 import { decodePrimaryRoots, type CaState } from './ca-state.ts';
 import { createIntermediateCsr } from '../ca/authority.ts';
@@ -39,8 +39,6 @@ export interface FederationState {
   readonly UpdatedAt: string;
 }
 
-/** The CLI's -datacenter rule. */
-export const DATACENTER_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const HOST_PORT_RE = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/;
 
 /** How often a secondary sends its state even when nothing changed (Consul's anti-entropy). */

@@ -16,16 +16,8 @@ import type { ServiceResolverEntry } from '../config/service-resolver.ts';
 import { targetEndpoints, type HealthEntry } from '../control/agent-session.ts';
 import { compileHealthFilter, type HealthFilterEntry } from '../control/filter.ts';
 
-/** The store table the federation writes: key = datacenter. */
-export const FEDERATION_STATES = 'federation-states';
-
-/** One datacenter's federation state, as the federation stores it. */
-export interface FederationState {
-  readonly Datacenter: string;
-  readonly Address: string;
-  readonly MeshGateways: readonly { readonly Address: string; readonly Port: number }[];
-  readonly UpdatedAt: string;
-}
+export { FEDERATION_STATES, type FederationState } from '../control/federation.ts';
+import type { FederationState } from '../control/federation.ts';
 
 /** The sidecars of one service as the health API returns them. */
 export type HealthEntryList = readonly HealthEntry[];
