@@ -9,7 +9,7 @@
 // CA rotates `-rotations` times, evenly spread (EC P-256 → P-384 → RSA 2048 → ...), and every
 // sidecar re-issues its leaf after each rotation (-ca-change-jitter 5s); the leaf TTL is set to
 // its minimum (1h, the CA configuration's floor), so runs longer than ~54 minutes also see
-// ordinary renewals. RSS and open file descriptors of every meshd process are sampled every
+// ordinary renewals. RSS and open file descriptors of every meshd process (and the V8 heap each sidecar reports) are sampled every
 // `-sample`, and a line is printed every `-report`.
 //
 // Verdict: zero failed allowed requests (every generator request must be a 2xx), evil never
@@ -63,6 +63,18 @@ interface Sample {
   readonly t: number;
   readonly rss: Record<string, number>;
   readonly fds: Record<string, number>;
+  /** V8 heap in use (MB) of each sidecar, every isolate (control thread and workers), from its /metrics. */
+  readonly heap: Record<string, number>;
+}
+
+/** The V8 heap a sidecar reports in use, MB: meshd_process_heap_used_bytes + every worker's meshd_worker_heap_used_bytes. */
+async function heapUsedMb(metricsAddr: string): Promise<number> {
+  const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+  let bytes = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('meshd_process_heap_used_bytes') || line.startsWith('meshd_worker_heap_used_bytes')) bytes += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return Math.round((bytes / 1048576) * 10) / 10;
 }
 
 const KEYS = [
@@ -134,17 +146,21 @@ async function main(): Promise<number> {
     const pids: Record<string, number> = { agent: agent.child.pid as number, api: api.child.pid as number, web: web.child.pid as number, evil: evil.child.pid as number };
     const samples: Sample[] = [];
     const t0 = Date.now();
-    const sample = (): void => {
+    const metricsOf: Record<string, string> = { api: api.fields.metrics as string, web: web.fields.metrics as string, evil: evil.fields.metrics as string };
+    const sample = async (): Promise<void> => {
+      const t = Date.now() - t0;
       const rss: Record<string, number> = {};
       const fds: Record<string, number> = {};
       for (const [k, pid] of Object.entries(pids)) {
         rss[k] = rssMb(pid).rss;
         fds[k] = fdCount(pid);
       }
-      samples.push({ t: Date.now() - t0, rss, fds });
+      const heap: Record<string, number> = {};
+      for (const [k, addr] of Object.entries(metricsOf)) heap[k] = await heapUsedMb(addr).catch(() => NaN);
+      samples.push({ t, rss, fds, heap });
     };
-    sample();
-    timers.push(setInterval(sample, dur('sample')));
+    await sample();
+    timers.push(setInterval(() => void sample(), dur('sample')));
 
     // The load, one open-loop phase for the whole run (results at the end, per second).
     const loadDone: Promise<OverloadResult> = runOverload({ kind: 'open', port: webPort, path: '/api/items', phases: [{ label: 'soak', rate, ms: durationMs }], maxConnections: 256, timeoutMs: 10_000 });
@@ -265,9 +281,9 @@ async function main(): Promise<number> {
     const tenth = Math.max(durationMs / 10, Math.min(30_000, durationMs / 3));
     const early = samples.filter((s) => s.t >= tenth && s.t < 2 * tenth);
     const late = samples.slice(-Math.max(1, early.length));
-    const avg = (xs: readonly Sample[], k: 'rss' | 'fds', who: string): number => xs.reduce((a, s) => a + (s[k][who] ?? 0), 0) / Math.max(1, xs.length);
+    const avg = (xs: readonly Sample[], k: 'rss' | 'fds' | 'heap', who: string): number => xs.reduce((a, s) => a + (s[k][who] ?? 0), 0) / Math.max(1, xs.length);
     const verdicts: string[] = [];
-    const growth: Record<string, { rssMb: number; rssSlopeMbPerMin: number; fds: number; rssMax: number }> = {};
+    const growth: Record<string, { rssMb: number; rssSlopeMbPerMin: number; fds: number; rssMax: number; heapMb: number }> = {};
     for (const who of Object.keys(pids)) {
       const after = samples.filter((s) => s.t >= tenth);
       const g = {
@@ -275,6 +291,8 @@ async function main(): Promise<number> {
         rssSlopeMbPerMin: Math.round(slope(after.map((s) => [s.t / 60_000, s.rss[who] ?? 0] as const)) * 100) / 100,
         fds: Math.round((avg(late, 'fds', who) - avg(early, 'fds', who)) * 10) / 10,
         rssMax: Math.max(...samples.map((s) => s.rss[who] ?? 0)),
+        // The V8 heap's growth beside the RSS's: retained JavaScript objects show here, allocator growth does not.
+        heapMb: who === 'agent' ? 0 : Math.round((avg(late, 'heap', who) - avg(early, 'heap', who)) * 10) / 10,
       };
       growth[who] = g;
       if (who !== 'agent' && g.rssMb > num('rss-growth-mb')) verdicts.push(`${who}: RSS grew ${g.rssMb} MB`);
@@ -284,7 +302,7 @@ async function main(): Promise<number> {
     if (evilLetThrough > 0) verdicts.push(`evil got through ${evilLetThrough} times`);
     if (rotated < rotations) verdicts.push(`${rotations - rotated} rotations did not happen`);
     log(`done: ${ok} allowed requests ok, ${failed} failed; worst 1 s p99 ${(worstP99 / 1000).toFixed(1)} ms; evil denied ${evilDenied}/${evilDenied + evilLetThrough + evilOther}; ${swaps} intention swaps, ${rotated} root rotations, leaf re-issues ${JSON.stringify(reissues)}`);
-    for (const [who, g] of Object.entries(growth)) log(`  ${who}: RSS ${g.rssMb >= 0 ? '+' : ''}${g.rssMb} MB (first tenth → end), slope ${g.rssSlopeMbPerMin} MB/min, max ${g.rssMax} MB; fds ${g.fds >= 0 ? '+' : ''}${g.fds}`);
+    for (const [who, g] of Object.entries(growth)) log(`  ${who}: RSS ${g.rssMb >= 0 ? '+' : ''}${g.rssMb} MB (first tenth → end), slope ${g.rssSlopeMbPerMin} MB/min, max ${g.rssMax} MB; V8 heap ${g.heapMb >= 0 ? '+' : ''}${g.heapMb} MB; fds ${g.fds >= 0 ? '+' : ''}${g.fds}`);
     log(verdicts.length === 0 ? 'verdict: PASS' : `verdict: FAIL: ${verdicts.join('; ')}`);
     const out = f.strings.get('json');
     if (out !== undefined) writeFileSync(out, JSON.stringify({ capacity, rate, ok, failed, failedAt, worstP99, evilDenied, evilLetThrough, evilOther, swaps, rotated, reissues, growth, samples, windows }, null, 2));
