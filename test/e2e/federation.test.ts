@@ -17,6 +17,7 @@ import { once } from 'node:events';
 import { freePort, startMeshd, type MeshdProcess } from '../../src/demo/procs.ts';
 import { meshd } from '../helpers/cli.ts';
 import { createLeafCsr } from '../../src/ca/authority.ts';
+import { eventually } from '../helpers/until.ts';
 
 interface Roots {
   ActiveRootID: string;
@@ -47,18 +48,12 @@ async function ok<T>(base: string, method: string, path: string, body?: unknown)
   return r.json() as T;
 }
 
+/** eventually(), with dc2's log in the failure: what a secondary says is the first thing to read. */
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, limitMs = 10_000): Promise<T> {
-  const until = Date.now() + limitMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) assert.fail(`${what} within ${limitMs} ms${last === undefined ? '' : `: ${last instanceof Error ? last.message : JSON.stringify(last)}`}\ndc2 stderr: ${dc2?.stderr() ?? ''}`);
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    return await eventually(what, fn, limitMs, 50);
+  } catch (err) {
+    return assert.fail(`${(err as Error).message}\ndc2 stderr: ${dc2?.stderr() ?? ''}`);
   }
 }
 
