@@ -21,6 +21,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
+import { ResponseReader } from './http-reader.ts';
 
 export type LoadKind = 'closed' | 'connect' | 'bulk' | 'open';
 
@@ -68,104 +69,6 @@ const MAX_SAMPLES = 200_000;
 
 function request(path: string, close: boolean): Buffer {
   return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: api\r\nUser-Agent: meshd-bench\r\n${close ? 'Connection: close\r\n' : ''}\r\n`);
-}
-
-const CRLF2 = Buffer.from('\r\n\r\n');
-
-/**
- * A streaming HTTP/1.1 response reader: headers, then Content-Length or chunked body, never
- * buffering a body (a 64 MiB answer is only counted).
- */
-export class ResponseReader {
-  #head: Buffer | null = null;
-  #left = 0;
-  #state: 'head' | 'body' | 'chunk-size' | 'chunk-data' | 'chunk-end' = 'head';
-  #ok = true;
-  #line = '';
-  /** Body bytes seen (all responses). */
-  bodyBytes = 0;
-
-  /** Feeds a chunk; calls `done(ok)` for every response completed by it. */
-  feed(d: Buffer, done: (ok: boolean) => void): void {
-    let off = 0;
-    while (off < d.length) {
-      switch (this.#state) {
-        case 'body': {
-          const take = Math.min(this.#left, d.length - off);
-          this.#left -= take;
-          this.bodyBytes += take;
-          off += take;
-          if (this.#left === 0) {
-            this.#state = 'head';
-            done(this.#ok);
-          }
-          break;
-        }
-        case 'chunk-size':
-        case 'chunk-end': {
-          const nl = d.indexOf(0x0a, off);
-          const end = nl < 0 ? d.length : nl + 1;
-          this.#line += d.toString('latin1', off, end);
-          off = end;
-          if (nl < 0) return;
-          const line = this.#line.trim();
-          this.#line = '';
-          if (this.#state === 'chunk-end') {
-            // The CRLF after a chunk, or after the last chunk (no trailers expected).
-            if (this.#left < 0) {
-              this.#state = 'head';
-              done(this.#ok);
-            } else {
-              this.#state = 'chunk-size';
-            }
-            break;
-          }
-          const size = parseInt(line.split(';')[0] ?? '', 16);
-          if (!Number.isFinite(size)) throw new Error(`bad chunk size line ${JSON.stringify(line)}`);
-          if (size === 0) {
-            this.#left = -1;
-            this.#state = 'chunk-end';
-          } else {
-            this.#left = size;
-            this.#state = 'chunk-data';
-          }
-          break;
-        }
-        case 'chunk-data': {
-          const take = Math.min(this.#left, d.length - off);
-          this.#left -= take;
-          this.bodyBytes += take;
-          off += take;
-          if (this.#left === 0) this.#state = 'chunk-end';
-          break;
-        }
-        case 'head': {
-          const rest = off === 0 ? d : d.subarray(off);
-          const buf = this.#head === null ? rest : Buffer.concat([this.#head, rest]);
-          const end = buf.indexOf(CRLF2);
-          if (end < 0) {
-            this.#head = Buffer.from(buf);
-            return;
-          }
-          off += end + 4 - (this.#head?.length ?? 0);
-          this.#head = null;
-          const head = buf.toString('latin1', 0, end);
-          this.#ok = head.startsWith('HTTP/1.1 200');
-          const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-          if (cl !== null) {
-            this.#left = Number(cl[1]);
-            if (this.#left === 0) done(this.#ok);
-            else this.#state = 'body';
-          } else if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(head)) {
-            this.#state = 'chunk-size';
-          } else {
-            done(this.#ok);
-          }
-          break;
-        }
-      }
-    }
-  }
 }
 
 class Stats {
@@ -220,10 +123,10 @@ function primed(job: LoadJob): Promise<net.Socket> {
     const reader = new ResponseReader();
     const onData = (d: Buffer): void => {
       try {
-        reader.feed(d, (ok) => {
+        reader.feed(d, (status) => {
           s.off('data', onData);
           s.off('error', reject);
-          if (ok) resolve(s);
+          if (status === 200) resolve(s);
           else reject(new Error('non-200 answer to the priming request'));
         });
       } catch (e) {
@@ -249,8 +152,8 @@ function onAnswers(
 ): void {
   s.on('data', (d: Buffer) => {
     try {
-      reader.feed(d, (ok) => {
-        if (!ok) st.error('non-200 response');
+      reader.feed(d, (status) => {
+        if (status !== 200) st.error(`HTTP ${status} response`);
         st.requests++;
         st.sample((performance.now() - loop.startedAt()) * 1000);
         loop.next();

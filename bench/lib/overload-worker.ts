@@ -15,6 +15,7 @@
 
 import * as net from 'node:net';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { ResponseReader } from './http-reader.ts';
 
 export interface Phase {
   readonly label: string;
@@ -67,77 +68,9 @@ export interface OverloadResult {
   readonly firstError?: string;
 }
 
-const CRLF2 = Buffer.from('\r\n\r\n');
-
-/** A streaming HTTP/1.1 response reader that reports each response's status. */
-class Reader {
-  #head: Buffer | null = null;
-  #left = 0;
-  #state: 'head' | 'body' | 'size' | 'data' | 'crlf' | 'trailer' = 'head';
-  #status = 0;
-  #line = '';
-
-  feed(d: Buffer, done: (status: number) => void): void {
-    let off = 0;
-    while (off < d.length) {
-      if (this.#state === 'head') {
-        const buf = this.#head === null ? d.subarray(off) : Buffer.concat([this.#head, d.subarray(off)]);
-        const end = buf.indexOf(CRLF2);
-        if (end < 0) {
-          this.#head = Buffer.from(buf);
-          return;
-        }
-        off += end + 4 - (this.#head?.length ?? 0);
-        this.#head = null;
-        const head = buf.toString('latin1', 0, end);
-        this.#status = Number(head.slice(9, 12));
-        const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-        if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) this.#state = 'size';
-        else {
-          this.#left = cl === null ? 0 : Number(cl[1]);
-          if (this.#left === 0) done(this.#status);
-          else this.#state = 'body';
-        }
-      } else if (this.#state === 'body' || this.#state === 'data') {
-        const take = Math.min(this.#left, d.length - off);
-        this.#left -= take;
-        off += take;
-        if (this.#left > 0) continue;
-        if (this.#state === 'body') {
-          this.#state = 'head';
-          done(this.#status);
-        } else this.#state = 'crlf';
-      } else {
-        const nl = d.indexOf(0x0a, off);
-        const end = nl < 0 ? d.length : nl + 1;
-        this.#line += d.toString('latin1', off, end);
-        off = end;
-        if (nl < 0) return;
-        const line = this.#line.trim();
-        this.#line = '';
-        if (this.#state === 'crlf') this.#state = 'size';
-        else if (this.#state === 'trailer') {
-          if (line === '') {
-            this.#state = 'head';
-            done(this.#status);
-          }
-        } else {
-          const size = parseInt(line.split(';')[0] ?? '', 16);
-          if (!Number.isFinite(size)) throw new Error(`bad chunk size ${JSON.stringify(line)}`);
-          if (size === 0) this.#state = 'trailer';
-          else {
-            this.#left = size;
-            this.#state = 'data';
-          }
-        }
-      }
-    }
-  }
-}
-
 interface Conn {
   readonly socket: net.Socket;
-  readonly reader: Reader;
+  readonly reader: ResponseReader;
   connected: boolean;
   /** The request in flight: its intended and actual send times (ms), or null when idle. */
   intended: number;
@@ -162,7 +95,7 @@ async function closed(job: Extract<OverloadJob, { kind: 'closed' }>): Promise<Ov
       { length: job.connections },
       () =>
         new Promise<void>((resolve) => {
-          const reader = new Reader();
+          const reader = new ResponseReader();
           const s = net.connect({ host: '127.0.0.1', port: job.port, noDelay: true });
           sockets.push(s);
           let sent = 0;
@@ -260,7 +193,7 @@ function open(job: Extract<OverloadJob, { kind: 'open' }>): Promise<OverloadResu
   };
   const connect = (intended: number): void => {
     const socket = net.connect({ host: '127.0.0.1', port: job.port, noDelay: true });
-    const c: Conn = { socket, reader: new Reader(), connected: false, intended, sent: performance.now(), busy: true };
+    const c: Conn = { socket, reader: new ResponseReader(), connected: false, intended, sent: performance.now(), busy: true };
     all.add(c);
     socket.on('connect', () => {
       c.connected = true;
