@@ -19,7 +19,7 @@ import { compileL7Sources, normalizeRequestPath } from '../authz/l7.ts';
 import { collapseBlocks } from '../config/hcl.ts';
 import { compileFilter, FilterError, INTENTION_FILTER_FIELDS } from './filter.ts';
 import { CaState, CaStateError, CA_TABLE } from './ca-state.ts';
-import { Federation, configSnapshot, forwardedWriteKind, proxyToDatacenter } from './federation.ts';
+import { Federation, configSnapshot, forwardedWriteKind, localMeshGateways, proxyToDatacenter, type MeshGatewayAddress } from './federation.ts';
 import { LeafCache } from './leaf-cache.ts';
 import { Acl, decodeTokenBody, extractToken, type Access, type Caller } from './acl.ts';
 import { CsrLimiter } from './rate-limit.ts';
@@ -889,21 +889,12 @@ export class Agent {
       });
     });
     // meshd's own, for sidecars with upstreams in other datacenters through mesh gateways
-    // (MeshGateway.Mode local or remote): this datacenter's passing mesh gateways by their LAN
+    // (MeshGateway.Mode local or remote): this datacenter's healthy mesh gateways by their LAN
     // address, and every other datacenter's by WAN address (its federation state).
     on('GET', '/v1/internal/meshd/mesh-gateways', 'read', (ctx) =>
       this.#blocking(ctx, [SERVICES, CHECKS, FEDERATION_STATES], () => {
-        type Addr = { Address: string; Port: number };
-        type GatewayEntry = { Node: { Address: string }; Service: { Address: string; Port: number; TaggedAddresses?: Record<string, Addr> } };
-        const names = new Set(this.#catalog.services().flatMap((s) => (s.Kind === 'mesh-gateway' ? [s.Service] : [])));
-        const local: Addr[] = [];
-        for (const n of [...names].sort()) {
-          for (const e of this.#catalog.health(n, false, true) as GatewayEntry[]) {
-            const lan = e.Service.TaggedAddresses?.lan;
-            local.push(lan ?? { Address: e.Service.Address || e.Node.Address, Port: e.Service.Port });
-          }
-        }
-        const remote: Record<string, readonly Addr[]> = {};
+        const local = localMeshGateways(this.#catalog.services(), this.#catalog.checks(), this.#opts.host, 'lan');
+        const remote: Record<string, readonly MeshGatewayAddress[]> = {};
         for (const { value } of this.#store.list<FederationState>(FEDERATION_STATES)) {
           if (value.Datacenter !== this.#opts.datacenter) remote[value.Datacenter] = value.MeshGateways;
         }

@@ -93,19 +93,19 @@ export function sameFederationState(a: FederationState | undefined, b: Federatio
 }
 
 /**
- * The WAN addresses of this datacenter's mesh gateways: catalog services of Kind
- * `mesh-gateway` none of whose checks is critical, at TaggedAddresses.wan, else the service
+ * The addresses of this datacenter's mesh gateways: catalog services of Kind `mesh-gateway` none
+ * of whose checks is critical, at their `TaggedAddresses[tag]` (`wan`: what other datacenters
+ * dial, the federation state; `lan`: what this datacenter's proxies dial), else the service
  * address (else the node's) and port. Sorted, so an unchanged set compares equal.
  */
-export function localMeshGateways(services: readonly ServiceRecord[], checks: readonly CheckRecord[], nodeAddress: string): MeshGatewayAddress[] {
+export function localMeshGateways(services: readonly ServiceRecord[], checks: readonly CheckRecord[], nodeAddress: string, tag: 'wan' | 'lan' = 'wan'): MeshGatewayAddress[] {
   const critical = new Set(checks.filter((c) => c.Status === 'critical').map((c) => c.ServiceID));
   const out: MeshGatewayAddress[] = [];
   for (const s of services) {
-    // Kind 'mesh-gateway' and TaggedAddresses come with the mesh gateway (catalog.ts).
-    if ((s.Kind as string) !== 'mesh-gateway' || critical.has(s.ID)) continue;
-    const wan = (s as ServiceRecord & { readonly TaggedAddresses?: Readonly<Record<string, { Address: string; Port: number }>> }).TaggedAddresses?.wan;
-    const address = wan?.Address || s.Address || nodeAddress;
-    const port = wan?.Port ?? s.Port;
+    if (s.Kind !== 'mesh-gateway' || critical.has(s.ID)) continue;
+    const tagged = s.TaggedAddresses?.[tag];
+    const address = tagged?.Address || s.Address || nodeAddress;
+    const port = tagged?.Port ?? s.Port;
     if (address !== '' && port > 0) out.push({ Address: address, Port: port });
   }
   return out.sort((a, b) => (a.Address < b.Address ? -1 : a.Address > b.Address ? 1 : a.Port - b.Port));
